@@ -1,0 +1,222 @@
+"""Pre-tokenization: split text into the words BPE merges within.
+
+Byte-level BPE never merges across a pre-token boundary or a special token, so
+both training and encoding start here. Counting pre-tokens of a large file runs
+in worker processes over byte ranges cut where a cut cannot change the result:
+at the start of a special token, or (with no special tokens) after a newline
+that follows a visible ASCII character and precedes an ASCII letter or digit,
+a position the GPT-2 pattern always treats as a boundary. (After a longer
+whitespace run it is not: "  \n" at the end of a string is one pre-token, but
+"  ", "\n" before a letter.)
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import regex
+
+# GPT-2's pattern, as used by tiktoken's "gpt2" encoding.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_REGEX = regex.compile(GPT2_PATTERN)
+
+# A pre-token match is final once the text extends this many characters past
+# its end: the longest lookahead in the pattern is the contraction "'ll"
+# (three characters from the match start), and `\s+(?!\S)` needs one more.
+LOOKAHEAD_CHARS = 3
+
+
+def special_token_regex(special_tokens: Sequence[str]) -> regex.Pattern | None:
+    """Alternation of the special tokens, longest first so overlaps match longest."""
+    if not special_tokens:
+        return None
+    ordered = sorted(set(special_tokens), key=lambda s: (-len(s), s))
+    return regex.compile("|".join(regex.escape(s) for s in ordered))
+
+
+def split_on_special(text: str, special_re: regex.Pattern | None) -> list[str]:
+    """Split text into the pieces between special tokens (specials dropped)."""
+    if special_re is None:
+        return [text]
+    return special_re.split(text)
+
+
+def count_pretokens_in_text(text: str, special_tokens: Sequence[str] = ()) -> collections.Counter:
+    """Counter of pre-token strings in `text`, never spanning a special token."""
+    special_re = special_token_regex(special_tokens)
+    counts: collections.Counter = collections.Counter()
+    findall = GPT2_REGEX.findall
+    for piece in split_on_special(text, special_re):
+        if piece:
+            counts.update(findall(piece))
+    return counts
+
+
+def _is_safe_newline_cut(data: bytes, i: int) -> bool:
+    # data[i-2] is visible ASCII, data[i-1] is b"\n", data[i] an ASCII letter or digit.
+    return (
+        1 < i < len(data)
+        and data[i - 1] == 0x0A
+        and 0x21 <= data[i - 2] <= 0x7E
+        and data[i] < 0x80
+        and chr(data[i]).isalnum()
+    )
+
+
+def find_chunk_boundaries(
+    path: str | os.PathLike, chunk_bytes: int, special_tokens: Sequence[str] = ()
+) -> list[int]:
+    """Byte offsets [0, ..., size] cutting the file into pieces of about `chunk_bytes`.
+
+    Each interior offset is the start of a special token (when there are any)
+    or a position just after a newline followed by an ASCII alphanumeric, so
+    counting pre-tokens per piece gives exactly the counts of the whole file.
+    A piece grows past `chunk_bytes` when no safe cut exists nearby.
+    """
+    size = os.path.getsize(path)
+    boundaries = [0]
+    markers = [s.encode("utf-8") for s in special_tokens]
+    window = 1 << 16
+    with open(path, "rb") as f:
+        pos = chunk_bytes
+        while pos < size:
+            cut = _next_safe_cut(f, pos, size, markers, window)
+            if cut is None or cut >= size:
+                break
+            if cut > boundaries[-1]:
+                boundaries.append(cut)
+            pos = max(cut, boundaries[-1]) + chunk_bytes
+    boundaries.append(size)
+    return boundaries
+
+
+def _next_safe_cut(f, pos: int, size: int, markers: list[bytes], window: int) -> int | None:
+    longest = max((len(m) for m in markers), default=1)
+    while pos < size:
+        f.seek(pos)
+        data = f.read(window + longest)
+        if not data:
+            return None
+        if markers:
+            cut = _first_clean_special_start(f, pos, data, markers, longest)
+            if cut is not None:
+                return cut
+        else:
+            i = data.find(b"\n")
+            while i != -1 and i + 1 < len(data):
+                if _is_safe_newline_cut(data, i + 1):
+                    return pos + i + 1
+                i = data.find(b"\n", i + 1)
+        pos += window
+    return None
+
+
+def _first_clean_special_start(f, pos: int, data: bytes, markers: list[bytes], longest: int):
+    """Offset of the first special token in `data` that no longer special overlaps."""
+    special_re = regex.compile(b"|".join(regex.escape(m) for m in sorted(markers, key=len, reverse=True)))
+    for hit in sorted({i for m in markers for i in _find_all(data, m)}):
+        start = max(0, pos + hit - longest)
+        f.seek(start)
+        around = f.read(2 * longest)
+        spans = [(start + m.start(), start + m.end()) for m in special_re.finditer(around)]
+        if any(a < pos + hit < b for a, b in spans) or (pos + hit) not in {a for a, _ in spans}:
+            continue
+        return pos + hit
+    return None
+
+
+def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
+    i = data.find(needle)
+    while i != -1:
+        yield i
+        i = data.find(needle, i + 1)
+
+
+def read_text_range(path: str | os.PathLike, start: int, end: int) -> str:
+    """Decode bytes [start, end) of a UTF-8 file, naming the offset of any bad byte."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not valid UTF-8 at byte offset {start + e.start} ({e.reason}); "
+            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) before training"
+        ) from None
+
+
+def _count_range(args) -> collections.Counter:
+    path, start, end, special_tokens = args
+    return count_pretokens_in_text(read_text_range(path, start, end), special_tokens)
+
+
+def count_pretokens(
+    path: str | os.PathLike,
+    special_tokens: Sequence[str] = (),
+    num_workers: int | None = None,
+    chunk_bytes: int = 8 << 20,
+    progress: bool = False,
+) -> collections.Counter:
+    """Counter of pre-token strings over a whole file, counted in parallel.
+
+    Memory in each worker is bounded by `chunk_bytes` of text plus its counts.
+    """
+    boundaries = find_chunk_boundaries(path, chunk_bytes, special_tokens)
+    jobs = [(str(path), a, b, tuple(special_tokens)) for a, b in zip(boundaries[:-1], boundaries[1:])]
+    num_workers = min(num_workers or os.cpu_count() or 1, len(jobs))
+    total: collections.Counter = collections.Counter()
+    bar = _progress(len(jobs), "pre-tokenizing", progress)
+    if num_workers <= 1:
+        results: Iterable[collections.Counter] = map(_count_range, jobs)
+        for counts in results:
+            total.update(counts)
+            bar.update(1)
+    else:
+        # fork shares the parent's compiled regex and avoids re-importing modules.
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(num_workers) as pool:
+            for counts in pool.imap_unordered(_count_range, jobs):
+                total.update(counts)
+                bar.update(1)
+    bar.close()
+    return total
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, unit="chunk")
+
+
+def iter_final_pretokens(text: str, final: bool) -> tuple[list[str], int]:
+    """Pre-tokens of `text` that more text appended later cannot change.
+
+    Returns (pre-tokens, consumed characters). With `final=True` everything
+    is consumed. Used to stream text in chunks with results identical to
+    pre-tokenizing the concatenation.
+    """
+    if final:
+        return GPT2_REGEX.findall(text), len(text)
+    limit = len(text) - LOOKAHEAD_CHARS
+    out: list[str] = []
+    consumed = 0
+    for m in GPT2_REGEX.finditer(text):
+        if m.end() > limit:
+            break
+        out.append(m.group())
+        consumed = m.end()
+    return out, consumed
+
+
+def iter_chunks_of_file(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iterator[str]:
+    """Stream a UTF-8 text file in pieces of about `chunk_chars` characters."""
+    with open(path, encoding="utf-8", newline="") as f:
+        while True:
+            piece = f.read(chunk_chars)
+            if not piece:
+                return
+            yield piece
