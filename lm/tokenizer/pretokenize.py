@@ -3,11 +3,10 @@
 Byte-level BPE never merges across a pre-token boundary or a special token, so
 both training and encoding start here. Counting pre-tokens of a large file runs
 in worker processes over byte ranges cut where a cut cannot change the result:
-at the start of a special token, or (with no special tokens) after a newline
-that follows a visible ASCII character and precedes an ASCII letter or digit,
-a position the GPT-2 pattern always treats as a boundary. (After a longer
-whitespace run it is not: "  \n" at the end of a string is one pre-token, but
-"  ", "\n" before a letter.)
+at the start of a special token, or (with no special tokens) just before a
+newline ("\n" or "\r") that follows an ASCII letter or digit: the letter run
+ends there whatever comes next, and the whitespace run starts there in both
+the whole text and the piece.
 """
 
 from __future__ import annotations
@@ -55,15 +54,7 @@ def count_pretokens_in_text(text: str, special_tokens: Sequence[str] = ()) -> co
     return counts
 
 
-def _is_safe_newline_cut(data: bytes, i: int) -> bool:
-    # data[i-2] is visible ASCII, data[i-1] is b"\n", data[i] an ASCII letter or digit.
-    return (
-        1 < i < len(data)
-        and data[i - 1] == 0x0A
-        and 0x21 <= data[i - 2] <= 0x7E
-        and data[i] < 0x80
-        and chr(data[i]).isalnum()
-    )
+_NEWLINE_AFTER_ALNUM = regex.compile(rb"[A-Za-z0-9][\r\n]")
 
 
 def find_chunk_boundaries(
@@ -105,11 +96,8 @@ def _next_safe_cut(f, pos: int, size: int, markers: list[bytes], window: int) ->
             if cut is not None:
                 return cut
         else:
-            i = data.find(b"\n")
-            while i != -1 and i + 1 < len(data):
-                if _is_safe_newline_cut(data, i + 1):
-                    return pos + i + 1
-                i = data.find(b"\n", i + 1)
+            for m in _NEWLINE_AFTER_ALNUM.finditer(data):
+                return pos + m.start() + 1
         pos += window
     return None
 

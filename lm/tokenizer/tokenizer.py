@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+
+import regex
 from collections.abc import Iterable, Iterator, Sequence
 
 from lm.tokenizer.pretokenize import GPT2_REGEX, LOOKAHEAD_CHARS, special_token_regex
@@ -217,6 +219,7 @@ class Tokenizer:
 
 
 _WORKER_TOKENIZER: Tokenizer | None = None
+_NEWLINE_AFTER_ALNUM = regex.compile(r"[A-Za-z0-9][\r\n]")
 
 
 def _encode_in_worker(text: str) -> list[int]:
@@ -254,9 +257,6 @@ def _safe_cut(text: str, pos: int, special_re) -> int | None:
                 back = special_re.search(text, back.end())
             return back.start() if back is not None else m.start()
         return None
-    i = text.find("\n", pos)
-    while i != -1 and i + 1 < len(text):
-        if i > 0 and not text[i - 1].isspace() and text[i + 1].isalnum():
-            return i + 1
-        i = text.find("\n", i + 1)
-    return None
+    # Just before a newline that follows an ASCII letter or digit (see pretokenize).
+    m = _NEWLINE_AFTER_ALNUM.search(text, max(pos - 1, 0))
+    return m.start() + 1 if m else None
