@@ -178,33 +178,3 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, unit="chunk")
-
-
-def iter_final_pretokens(text: str, final: bool) -> tuple[list[str], int]:
-    """Pre-tokens of `text` that more text appended later cannot change.
-
-    Returns (pre-tokens, consumed characters). With `final=True` everything
-    is consumed. Used to stream text in chunks with results identical to
-    pre-tokenizing the concatenation.
-    """
-    if final:
-        return GPT2_REGEX.findall(text), len(text)
-    limit = len(text) - LOOKAHEAD_CHARS
-    out: list[str] = []
-    consumed = 0
-    for m in GPT2_REGEX.finditer(text):
-        if m.end() > limit:
-            break
-        out.append(m.group())
-        consumed = m.end()
-    return out, consumed
-
-
-def iter_chunks_of_file(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iterator[str]:
-    """Stream a UTF-8 text file in pieces of about `chunk_chars` characters."""
-    with open(path, encoding="utf-8", newline="") as f:
-        while True:
-            piece = f.read(chunk_chars)
-            if not piece:
-                return
-            yield piece

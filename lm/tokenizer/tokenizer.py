@@ -173,14 +173,14 @@ class Tokenizer:
             if pos < n:
                 self._encode_pretokens(GPT2_REGEX.findall(text, pos), out)
             return out, n
-        limit = plain_end - LOOKAHEAD_CHARS
-        pieces = []
-        for m in GPT2_REGEX.finditer(text, pos, plain_end):
-            if m.end() > limit:
-                break
-            pieces.append(m.group())
-            pos = m.end()
+        # The pattern matches every character, so the pieces tile the text:
+        # drop from the end the pieces that more text could still change.
+        pieces = GPT2_REGEX.findall(text, pos, plain_end)
+        end, limit = plain_end, plain_end - LOOKAHEAD_CHARS
+        while pieces and end > limit:
+            end -= len(pieces.pop())
         self._encode_pretokens(pieces, out)
+        pos = end
         return out, pos
 
     def encode_parallel(self, text: str, num_workers: int | None = None) -> list[int]:
