@@ -153,9 +153,12 @@ def count_pretokens(
 
     Memory in each worker is bounded by `chunk_bytes` of text plus its counts.
     """
+    num_workers = num_workers or os.cpu_count() or 1
+    # Small files still get one piece per worker, so every core helps.
+    chunk_bytes = max(1 << 18, min(chunk_bytes, os.path.getsize(path) // num_workers + 1))
     boundaries = find_chunk_boundaries(path, chunk_bytes, special_tokens)
     jobs = [(str(path), a, b, tuple(special_tokens)) for a, b in zip(boundaries[:-1], boundaries[1:])]
-    num_workers = min(num_workers or os.cpu_count() or 1, len(jobs))
+    num_workers = min(num_workers, len(jobs))
     total: collections.Counter = collections.Counter()
     bar = _progress(len(jobs), "pre-tokenizing", progress)
     if num_workers <= 1:
