@@ -1,0 +1,204 @@
+"""Transformer layers: pure functions for the math, thin Flax NNX modules for the parameters.
+
+Each parameter carries its logical axis names (`embed`, `mlp`, `heads`, ...)
+as metadata; `lm.model.logical_axes` reads them and the parallelism rules
+table maps them to mesh axes. Norms and softmax run in float32 whatever the
+compute dtype, because their reductions lose too much in bf16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lm.model.config import ModelConfig
+
+MASK_VALUE = -1e30  # finite, so fully masked rows give a uniform softmax rather than NaN
+
+
+def _param(value: jax.Array, axes: tuple) -> nnx.Param:
+    # eager_sharding=False: sharding is applied by lm/parallel from the names, not at creation.
+    return nnx.Param(value, out_sharding=axes, eager_sharding=False)
+
+
+def truncated_normal(key: jax.Array, shape, std: float, dtype) -> jax.Array:
+    """Normal(0, std^2) truncated at +-3 std (CS336's initialisation)."""
+    return (std * jax.random.truncated_normal(key, -3.0, 3.0, shape, jnp.float32)).astype(dtype)
+
+
+# ----------------------------------------------------------------- pure functions
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """x [..., d] / rms(x) * scale [d], computed in float32, returned in x's dtype."""
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+    """Numerically stable softmax: subtract the max before exponentiating."""
+    x = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    e = jnp.exp(x)
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def rope_angles(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos, sin [batch, seq, head_dim // 2] for integer positions [batch, seq]."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate x [batch, seq, heads, head_dim] by position.
+
+    Half-split pairing (dimension i with i + head_dim/2), as in Llama and
+    GPT-NeoX, so Hugging Face checkpoints load without permuting weights.
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(x.dtype)
+
+
+def sinusoidal_positions(positions: jax.Array, d_model: int) -> jax.Array:
+    """Vaswani et al.'s fixed embeddings [batch, seq, d_model]."""
+    i = jnp.arange(d_model // 2, dtype=jnp.float32)
+    angles = positions.astype(jnp.float32)[..., None] / (10000.0 ** (2 * i / d_model))
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int = 0, k_valid: jax.Array | None = None) -> jax.Array:
+    """Boolean [batch, 1, 1, q, k]: key k visible to query q (causal, optional sliding window and padding)."""
+    allowed = k_pos[:, None, :] <= q_pos[:, :, None]
+    if window:
+        allowed &= q_pos[:, :, None] - k_pos[:, None, :] < window
+    if k_valid is not None:
+        allowed &= k_valid[:, None, :]
+    return allowed[:, None, None, :, :]
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Grouped-query attention.
+
+    q [batch, q_len, heads, head_dim]; k, v [batch, k_len, kv_heads, head_dim];
+    mask boolean broadcastable to [batch, kv_heads, groups, q_len, k_len].
+    Returns [batch, q_len, heads, head_dim].
+    """
+    b, t, h, hd = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, hd)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
+    scores = jnp.where(mask, scores, MASK_VALUE)
+    probs = softmax(scores).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, hd)
+
+
+def activation_fn(name: str):
+    return {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+            "swiglu": jax.nn.silu}[name]
+
+
+# ----------------------------------------------------------------- modules
+class Linear(nnx.Module):
+    """y = x @ kernel, kernel [in, out] ~ truncated normal, std sqrt(2 / (in + out))."""
+
+    def __init__(self, d_in: int, d_out: int, axes: tuple, key: jax.Array, dtype=jnp.float32):
+        std = math.sqrt(2.0 / (d_in + d_out))
+        self.kernel = _param(truncated_normal(key, (d_in, d_out), std, dtype), axes)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.kernel[...].astype(x.dtype)
+
+
+class Embedding(nnx.Module):
+    """Lookup table [vocab, embed] ~ truncated normal, std 1."""
+
+    def __init__(self, vocab: int, d: int, key: jax.Array, dtype=jnp.float32):
+        self.embedding = _param(truncated_normal(key, (vocab, d), 1.0, dtype), ("vocab", "embed"))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], ids, axis=0)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """Tied output projection: x [..., d] -> logits [..., vocab]."""
+        return x @ self.embedding[...].astype(x.dtype).T
+
+
+class Norm(nnx.Module):
+    def __init__(self, config: ModelConfig):
+        self.kind, self.eps = config.norm, config.norm_eps
+        self.scale = _param(jnp.ones(config.d_model, jnp.float32), ("embed",))
+        if config.norm == "layernorm":
+            self.bias = _param(jnp.zeros(config.d_model, jnp.float32), ("embed",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kind == "layernorm":
+            return layer_norm(x, self.scale[...], self.bias[...], self.eps)
+        return rms_norm(x, self.scale[...], self.eps)
+
+
+class MLP(nnx.Module):
+    """SwiGLU (w2(silu(w1 x) * w3 x)) or a plain two-layer MLP with gelu, relu or relu^2."""
+
+    def __init__(self, config: ModelConfig, key: jax.Array):
+        k1, k2, k3 = jax.random.split(key, 3)
+        d, f, pd = config.d_model, config.d_ff, jnp.dtype(config.param_dtype)
+        self.act = config.activation
+        self.w1 = Linear(d, f, ("embed", "mlp"), k1, pd)
+        self.w2 = Linear(f, d, ("mlp", "embed"), k2, pd)
+        if self.act == "swiglu":
+            self.w3 = Linear(d, f, ("embed", "mlp"), k3, pd)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = activation_fn(self.act)(self.w1(x))
+        if self.act == "swiglu":
+            h = h * self.w3(x)
+        return self.w2(h)
+
+
+class MoE(nnx.Module):
+    """Top-k routed mixture of expert MLPs with a Switch-style load-balancing loss.
+
+    Every expert runs on every token and unselected outputs get weight zero:
+    exact and simple, and fine at the sizes this runs on; a dispatching
+    implementation would be the next step for large expert counts.
+    """
+
+    def __init__(self, config: ModelConfig, key: jax.Array):
+        kr, k1, k2, k3 = jax.random.split(key, 4)
+        e, d, f, pd = config.n_experts, config.d_model, config.d_ff, jnp.dtype(config.param_dtype)
+        self.k, self.act = config.experts_per_token, config.activation
+        self.router = Linear(d, e, ("embed", None), kr, pd)
+        std_in, std_out = math.sqrt(2.0 / (d + f)), math.sqrt(2.0 / (d + f))
+        self.w1 = _param(truncated_normal(k1, (e, d, f), std_in, pd), ("experts", "embed", "mlp"))
+        self.w2 = _param(truncated_normal(k2, (e, f, d), std_out, pd), ("experts", "mlp", "embed"))
+        if self.act == "swiglu":
+            self.w3 = _param(truncated_normal(k3, (e, d, f), std_in, pd), ("experts", "embed", "mlp"))
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x [batch, seq, d] -> (y [batch, seq, d], scalar load-balancing loss)."""
+        probs = softmax(self.router(x).astype(jnp.float32))  # [b, s, e]
+        top_p, top_i = jax.lax.top_k(probs, self.k)
+        n_exp = probs.shape[-1]
+        chosen = jax.nn.one_hot(top_i, n_exp, dtype=jnp.float32)  # [b, s, k, e]
+        gates = jnp.einsum("bsk,bske->bse", top_p / jnp.sum(top_p, -1, keepdims=True), chosen)
+        h = activation_fn(self.act)(jnp.einsum("bsd,edf->bsef", x, self.w1[...].astype(x.dtype)))
+        if self.act == "swiglu":
+            h = h * jnp.einsum("bsd,edf->bsef", x, self.w3[...].astype(x.dtype))
+        y = jnp.einsum("bsef,efd,bse->bsd", h, self.w2[...].astype(x.dtype), gates.astype(x.dtype))
+        # Switch Transformer: E * sum_e (share of routed slots) * (mean router probability).
+        load = jnp.mean(jnp.sum(chosen, axis=2), axis=(0, 1)) / self.k
+        importance = jnp.mean(probs, axis=(0, 1))
+        return y, n_exp * jnp.sum(load * importance)

@@ -1,0 +1,46 @@
+"""Training run configuration: model, optimizer and loop settings in one frozen tree."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lm.model import ModelConfig
+from lm.optim import OptimizerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    steps: int = 1000
+    batch_size: int = 16  # sequences per optimizer step (all microbatches together)
+    grad_accum: int = 1  # microbatches per step; batch_size must divide by it
+    seed: int = 0
+    z_loss: float = 0.0
+    moe_aux_weight: float = 0.01  # weight of the MoE load-balancing loss, if the model has experts
+    eval_every: int = 200
+    eval_batches: int = 20  # validation batches per evaluation (0: the whole split)
+    log_every: int = 10
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    async_checkpoints: bool = True
+    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0 measures a matmul at start-up
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        positive = ("steps", "batch_size", "grad_accum", "log_every", "save_every", "keep_checkpoints", "eval_every")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"TrainConfig.batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum} "
+                "(each microbatch gets batch_size // grad_accum sequences)"
+            )
+        if self.eval_batches < 0 or self.z_loss < 0 or self.peak_flops < 0:
+            raise ValueError("TrainConfig.eval_batches, z_loss and peak_flops must be >= 0")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.model.context_length

@@ -1,0 +1,96 @@
+"""The train state and the jit-compiled train and eval steps.
+
+The state is a plain dict pytree {"step", "params", "opt_state", "rng"} so that
+optax, orbax and sharding code all see an ordinary tree. Parameters and
+optimizer state stay float32; the model config's `dtype` sets compute
+precision (bf16 mixed precision is `ModelConfig(dtype="bfloat16")`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lm.model import forward, init
+from lm.optim import build_optimizer, global_norm
+from lm.train.config import TrainConfig
+from lm.train.loss import cross_entropy
+
+TrainState = dict[str, Any]
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    return build_optimizer(config.optim, config.steps)
+
+
+def init_state(config: TrainConfig, key: jax.Array) -> TrainState:
+    """Fresh parameters and optimizer state. `key` is a raw uint32 PRNG key."""
+    init_key, run_key = jax.random.split(key)
+    params = init(config.model, init_key)
+    opt_state = make_optimizer(config).init(params)
+    return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": opt_state, "rng": run_key}
+
+
+def loss_fn(params, tokens: jax.Array, config: TrainConfig):
+    """Mean next-token loss of int32 tokens [batch, seq + 1] and its aux metrics."""
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    if config.model.n_experts:
+        logits, aux = forward(params, inputs, config.model, return_aux=True)
+    else:
+        logits, aux = forward(params, inputs, config.model), {}
+    loss, metrics = cross_entropy(logits, targets, z_loss=config.z_loss)
+    if "moe_aux_loss" in aux:
+        loss = loss + config.moe_aux_weight * aux["moe_aux_loss"]
+        metrics["moe_aux_loss"] = aux["moe_aux_loss"]
+    return loss, metrics
+
+
+def _grads(params, batch, config: TrainConfig):
+    """Gradients averaged over `grad_accum` microbatches, run one after another."""
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, config=config), has_aux=True)
+    if config.grad_accum == 1:
+        (loss, metrics), grads = grad_fn(params, batch)
+        return loss, metrics, grads
+    micro = batch.reshape(config.grad_accum, -1, batch.shape[-1])
+
+    def body(carry, mb):
+        (loss, metrics), grads = grad_fn(params, mb)
+        acc = jax.tree.map(jnp.add, carry, (loss, metrics, grads))
+        return acc, None
+
+    (loss0, metrics0), grads0 = jax.eval_shape(grad_fn, params, micro[0])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss0, metrics0, grads0))
+    total, _ = jax.lax.scan(body, zeros, micro)
+    return jax.tree.map(lambda x: x / config.grad_accum, total)
+
+
+def train_step(state: TrainState, batch: jax.Array, config: TrainConfig) -> tuple[TrainState, dict]:
+    """One optimizer step on int32 batch [batch_size, context_length + 1]."""
+    optimizer = make_optimizer(config)
+    loss, metrics, grads = _grads(state["params"], batch, config)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    # The loss certifies the old params only; the new params' norm certifies what gets saved.
+    metrics = dict(metrics, loss=loss, grad_norm=global_norm(grads), param_norm=global_norm(params))
+    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
+    return new_state, metrics
+
+
+def eval_step(params, batch: jax.Array, config: TrainConfig) -> dict:
+    """Summed loss and token count of a validation batch (sums, so batches add up)."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    logits = forward(params, inputs, config.model)
+    _, aux = cross_entropy(logits, targets)
+    return {"nll_sum": aux["nll"] * aux["num_tokens"], "tokens": aux["num_tokens"]}
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_steps(config: TrainConfig):
+    """(train_step, eval_step) jitted for `config`; the train state buffer is donated."""
+    train = jax.jit(functools.partial(train_step, config=config), donate_argnums=0)
+    evaluate = jax.jit(functools.partial(eval_step, config=config))
+    return train, evaluate
