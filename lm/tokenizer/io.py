@@ -21,8 +21,8 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
     """Write `tokenizer.json` in our format; `path` may be a directory or a file."""
     path = Path(path)
     if path.suffix != ".json":
-        path.mkdir(parents=True, exist_ok=True)
         path = path / "tokenizer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": FORMAT,
         "special_tokens": tokenizer.special_tokens,

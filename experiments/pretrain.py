@@ -1,0 +1,192 @@
+"""Pretrain a language model: text -> tokenizer -> token arrays -> training -> sample.
+
+    python -m experiments.pretrain                       # embedded default, no download
+    python -m experiments.pretrain --data tinystories.txt --preset tinystories --steps 2000
+    python -m experiments.pretrain --tokens DIR          # DIR/train.npy [+ val.npy, tokenizer.json]
+    python -m experiments.pretrain --name default --resume
+
+With no data option it trains on real English that every Python carries (the
+standard library's docstrings and `pydoc_data` topics). Everything is written
+under `--out/--name`: tokenizer, token arrays, checkpoints, metrics.jsonl,
+loss.png and sample.txt. From a notebook:
+
+    from experiments.pretrain import PretrainConfig, pretrain
+    result = pretrain(PretrainConfig(steps=200))
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EOT = "<|endoftext|>"
+
+
+from lm.model import ModelConfig, get_preset
+from lm.train.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(TrainConfig):
+    """A training run plus where its text comes from. Model fields: `--model.NAME`."""
+
+    model: ModelConfig = dataclasses.field(default_factory=lambda: get_preset("tiny"))
+    steps: int = 1200  # about 6 minutes for the tiny preset on a 2-core CPU
+    batch_size: int = 16
+    eval_every: int = 200
+    save_every: int = 400
+    preset: str = dataclasses.field(default="tiny", metadata={"help": "model preset the --model.* flags modify"})
+    data: str = dataclasses.field(default="", metadata={"help": "raw UTF-8 text to train on (tokenized on the way)"})
+    tokens: str = dataclasses.field(default="", metadata={"help": "directory with train.npy [val.npy, tokenizer.json]"})
+    val_fraction: float = 0.1
+    out: str = "runs"
+    name: str = dataclasses.field(default="", metadata={"help": "run name (default: derived from the data)"})
+    resume: bool = dataclasses.field(default=False, metadata={"help": "continue from the run's latest checkpoint"})
+    sample_prompt: str = "The "
+    sample_tokens: int = 64
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.data and self.tokens:
+            raise ValueError("give either --data (raw text) or --tokens (encoded arrays), not both")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def train_config(self) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{n: getattr(self, n) for n in names})
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.data:
+            return f"{Path(self.data).stem}-{self.preset}"
+        if self.tokens:
+            return f"{Path(self.tokens).name}-{self.preset}"
+        return f"default-{self.preset}"
+
+
+def _file_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
+def prepare_text_data(text_path: Path, vocab_size: int, cache: Path, progress: bool = True):
+    """Train (or reuse) a tokenizer on `text_path` and encode it; returns (tokenizer, tokens.npy path)."""
+    from lm.tokenizer import Tokenizer, encode_file, load_tokenizer, save_tokenizer, train_bpe
+
+    if not text_path.is_file():
+        raise FileNotFoundError(f"training text not found: {str(text_path)!r}")
+    d = cache / f"{text_path.stem}-{_file_fingerprint(text_path)}-v{vocab_size}"
+    tok_file, ids_file = d / "tokenizer.json", d / "tokens.npy"
+    if tok_file.is_file():
+        tok = load_tokenizer(tok_file)
+    else:
+        t0 = time.perf_counter()
+        vocab, merges = train_bpe(text_path, vocab_size, [EOT], progress=progress)
+        tok = Tokenizer(vocab, merges, [EOT])
+        save_tokenizer(tok, tok_file)
+        print(f"trained a {vocab_size}-token tokenizer in {time.perf_counter() - t0:.1f} s -> {tok_file}")
+    if not ids_file.is_file():
+        s = encode_file(tok, text_path, ids_file, progress=progress)
+        print(f"encoded {s['bytes']:,} bytes into {s['tokens']:,} tokens ({s['bytes_per_token']:.2f} bytes/token)")
+    return tok, ids_file
+
+
+def load_data(config: PretrainConfig, progress: bool = True):
+    """(tokenizer or None, TokenData) for the run's data option."""
+    from lm.data import TokenData, load_tokens, split_tokens
+    from lm.data.embedded import write_embedded_corpus
+
+    cache = Path(config.out) / "_cache"
+    if config.tokens:
+        d = Path(config.tokens)
+        if not (d / "train.npy").is_file():
+            raise FileNotFoundError(f"--tokens {str(d)!r} must contain train.npy (and optionally val.npy, tokenizer.json)")
+        train_ids = load_tokens(d / "train.npy")
+        data = (TokenData(train_ids, load_tokens(d / "val.npy")) if (d / "val.npy").is_file()
+                else split_tokens(train_ids, config.val_fraction))
+        tok = None
+        if (d / "tokenizer.json").is_file():
+            from lm.tokenizer import load_tokenizer
+
+            tok = load_tokenizer(d)
+    else:
+        text = Path(config.data) if config.data else write_embedded_corpus(cache / "embedded_corpus.txt")
+        tok, ids_file = prepare_text_data(text, config.model.vocab_size, cache, progress)
+        data = split_tokens(load_tokens(ids_file), config.val_fraction)
+    top = int(max(data.train.max(initial=0), data.val.max(initial=0)))
+    if top >= config.model.vocab_size:
+        raise ValueError(f"token id {top} does not fit model.vocab_size={config.model.vocab_size}; "
+                         f"pass --model.vocab_size {top + 1} or more")
+    return tok, data
+
+
+def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -> dict:
+    """Run the whole job; returns {"run_dir", "history", "val_loss", "val_perplexity", "sample", "state"}."""
+    import jax
+
+    from lm.config import to_dict
+    from lm.inference.naive import sample_naive
+    from lm.train import train
+
+    run_dir = Path(config.out) / config.run_name
+    tok, data = load_data(config, progress)
+    if tok is not None:
+        from lm.tokenizer import save_tokenizer
+
+        save_tokenizer(tok, run_dir)
+    print(f"model: {config.model.num_params():,} parameters, {config.model.flops_per_token():,} FLOPs/token; "
+          f"data: {len(data.train):,} train / {len(data.val):,} validation tokens")
+    result = train(config.train_config(), data, run_dir, resume=config.resume, progress=progress,
+                   extra_config={"pretrain": {k: v for k, v in to_dict(config).items() if k not in ("model", "optim")}})
+    sample = ""
+    if tok is not None and config.sample_tokens:
+        prompt = tok.encode(config.sample_prompt) or [tok.special_ids[EOT]]
+        ids = sample_naive(result.state["params"], config.model, prompt, config.sample_tokens,
+                           jax.random.PRNGKey(config.seed), temperature=0.8, stop_ids=(tok.special_ids[EOT],))
+        sample = config.sample_prompt + tok.decode(ids)
+        (run_dir / "sample.txt").write_text(sample)
+    summary = {"val_loss": result.final_val_loss, "val_perplexity": result.final_val_perplexity}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return {"run_dir": str(run_dir), "history": result.history, "sample": sample, "state": result.state, **summary}
+
+
+def parse_config(argv=None) -> PretrainConfig:
+    from lm.config import add_dataclass_args, dataclass_from_args
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, PretrainConfig)
+    args = parser.parse_args(argv)
+    preset = args.preset or PretrainConfig.preset
+    base = PretrainConfig(model=get_preset(preset), preset=preset)
+    return dataclass_from_args(PretrainConfig, args, base=base)
+
+
+def main(argv=None) -> int:
+    try:
+        config = parse_config(argv)
+        from lm.config import format_config
+
+        print(format_config(config))
+        result = pretrain(config)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nrun directory: {result['run_dir']}")
+    print(f"held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_perplexity']:.2f}")
+    if result["sample"]:
+        print(f"sample: {result['sample']!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
