@@ -41,28 +41,33 @@ class ModelConfig:
     experts_per_token: int = 2
 
     def __post_init__(self):
-        if self.n_kv_heads == 0:
-            object.__setattr__(self, "n_kv_heads", self.n_heads)
         choices = [("norm", NORMS), ("norm_position", NORM_POSITIONS), ("activation", ACTIVATIONS),
                    ("positions", POSITIONS), ("attention_impl", ATTENTION_IMPLS), ("norm_impl", NORM_IMPLS),
                    ("dtype", DTYPES), ("param_dtype", DTYPES)]
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is not one of {allowed}")
-        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"):
+        if not isinstance(self.n_kv_heads, int) or self.n_kv_heads < 0:
+            raise ValueError(f"ModelConfig.n_kv_heads must be >= 0 (0 = n_heads), got {self.n_kv_heads!r}")
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "d_ff"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {v!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads} (GQA groups)")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.kv_heads} (GQA groups)")
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}; change d_model or n_heads")
         if self.sliding_window < 0 or self.n_experts < 0:
             raise ValueError("sliding_window and n_experts must be >= 0 (0 disables them)")
         if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
             raise ValueError(f"experts_per_token={self.experts_per_token} must be in [1, n_experts={self.n_experts}]")
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads actually used (n_kv_heads, or n_heads when it is 0)."""
+        return self.n_kv_heads or self.n_heads
 
     @property
     def head_dim(self) -> int:
@@ -77,7 +82,7 @@ class ModelConfig:
     def num_params(self, include_embeddings: bool = True) -> int:
         """Exact parameter count of `init(self, key)`."""
         d, hd = self.d_model, self.head_dim
-        attn = d * self.n_heads * hd * 2 + d * self.n_kv_heads * hd * 2
+        attn = d * self.n_heads * hd * 2 + d * self.kv_heads * hd * 2
         mlp = self._mlp_params() if not self.n_experts else self.n_experts * self._mlp_params() + d * self.n_experts
         per_layer = attn + mlp + 2 * self._norm_params()
         total = self.n_layers * per_layer + (self._norm_params() if self.norm_position == "pre" else 0)
@@ -93,7 +98,7 @@ class ModelConfig:
         6 * (matmul parameters that touch the token, active experts only)
         + 12 * n_layers * context_length * d_model for attention scores and values."""
         d, hd = self.d_model, self.head_dim
-        attn = d * self.n_heads * hd * 2 + d * self.n_kv_heads * hd * 2
+        attn = d * self.n_heads * hd * 2 + d * self.kv_heads * hd * 2
         mlp = self._mlp_params() * (self.experts_per_token if self.n_experts else 1)
         router = d * self.n_experts
         matmul = self.n_layers * (attn + mlp + router) + self.vocab_size * d

@@ -40,7 +40,7 @@ class Attention(nnx.Module):
 
     def __init__(self, config: ModelConfig, key: jax.Array):
         kq, kk, kv, ko = jax.random.split(key, 4)
-        d, h, g, hd, pd = config.d_model, config.n_heads, config.n_kv_heads, config.head_dim, jnp.dtype(config.param_dtype)
+        d, h, g, hd, pd = config.d_model, config.n_heads, config.kv_heads, config.head_dim, jnp.dtype(config.param_dtype)
         self.config = config
         std = math.sqrt(2.0 / (d + h * hd))
         self.wq = _param(truncated_normal(kq, (d, h, hd), std, pd), ("embed", "heads", "head_dim"))

@@ -1,0 +1,56 @@
+"""The main job, `python -m experiments.pretrain`, at toy size."""
+
+import json
+
+import pytest
+
+from experiments.pretrain import PretrainConfig, main, parse_config, pretrain
+
+TINY = ["--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2", "--model.d_ff", "64",
+        "--model.context_length", "16", "--model.vocab_size", "300", "--batch-size", "4",
+        "--eval-every", "4", "--eval-batches", "2", "--save-every", "4", "--log-every", "2", "--sample-tokens", "5"]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "stories.txt"
+    story = "Once upon a time there was a little cat. The cat liked to play in the sun. "
+    path.write_text("<|endoftext|>".join(story * (i % 3 + 1) for i in range(300)), encoding="utf-8")
+    return path
+
+
+def test_cli_flags_reach_the_config():
+    c = parse_config(["--preset", "tinystories", "--model.d_model", "64", "--steps", "7", "--optim.lr", "0.01"])
+    assert c.model.d_model == 64 and c.model.n_layers == 4 and c.model.vocab_size == 10_000
+    assert c.steps == 7 and c.optim.lr == 0.01 and c.train_config().steps == 7
+
+
+def test_end_to_end_then_resume(text_file, tmp_path, capsys):
+    args = ["--data", str(text_file), "--out", str(tmp_path / "runs"), "--name", "toy", *TINY]
+    assert main([*args, "--steps", "8"]) == 0
+    run = tmp_path / "runs" / "toy"
+    for name in ("metrics.jsonl", "loss.png", "summary.json", "sample.txt", "tokenizer.json"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_loss"] > 0 and summary["val_perplexity"] > 1
+    assert "held-out loss" in capsys.readouterr().out
+    assert main([*args, "--steps", "12", "--resume", "true"]) == 0
+    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 12 and sorted(set(steps)) == sorted(set(steps), key=int)
+
+
+def test_importable_and_returns_history(text_file, tmp_path):
+    config = parse_config(["--data", str(text_file), "--out", str(tmp_path), "--steps", "4", *TINY])
+    result = pretrain(config, progress=False)
+    assert result["history"] and result["val_loss"] is not None and result["run_dir"].endswith("stories-tiny")
+
+
+def test_bad_input_is_reported(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path)]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    assert main(["--model.d_model", "30", "--model.n_heads", "4"]) == 2
+    assert "divisible by n_heads" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not both"):
+        PretrainConfig(data="a.txt", tokens="dir")
+    assert main(["--tokens", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "train.npy" in capsys.readouterr().err
