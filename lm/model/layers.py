@@ -105,6 +105,35 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     return out.reshape(b, t, h, hd)
 
 
+def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int = 0,
+                             k_valid: jax.Array | None = None) -> jax.Array:
+    """Causal attention by sequence index, skipping key blocks that no query in a block can see.
+
+    Same shapes and result as `dot_product_attention` with the causal mask of
+    positions 0..seq-1, but queries go in blocks and each block only scores
+    the keys up to its last query (and from its first window start), so a
+    causal layer does a bit over half the work of the full score matrix. On
+    CPU this is the largest single saving in the training step (see
+    benchmarks/RESULTS.md). Valid only when position equals index, as in
+    training; generation with padding or a cache uses `dot_product_attention`.
+    """
+    t = q.shape[1]
+    block = max(64, -(-t // 8))  # at most 8 blocks, so long contexts do not unroll into huge graphs
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        k_start = max(0, start - window + 1) if window else 0
+        q_idx, k_idx = jnp.arange(start, end), jnp.arange(k_start, end)
+        allowed = k_idx[None, :] <= q_idx[:, None]
+        if window:
+            allowed &= q_idx[:, None] - k_idx[None, :] < window
+        mask = allowed[None, None, None]
+        if k_valid is not None:
+            mask = mask & k_valid[:, None, None, None, k_start:end]
+        outs.append(dot_product_attention(q[:, start:end], k[:, k_start:end], v[:, k_start:end], mask))
+    return jnp.concatenate(outs, axis=1)
+
+
 def activation_fn(name: str):
     return {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "relu2": lambda x: jnp.square(jax.nn.relu(x)),
             "swiglu": jax.nn.silu}[name]

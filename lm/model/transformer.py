@@ -28,6 +28,7 @@ from lm.model.layers import (
     _param,
     apply_rope,
     attention_mask,
+    blocked_causal_attention,
     dot_product_attention,
     rope_angles,
     sinusoidal_positions,
@@ -63,7 +64,9 @@ class Attention(nnx.Module):
         """attn [b, s, heads, hd] -> [b, s, d]."""
         return jnp.einsum("bshk,hkd->bsd", attn, self.wo[...].astype(attn.dtype))
 
-    def __call__(self, x: jax.Array, positions: jax.Array, k_valid: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, positions: jax.Array, k_valid: jax.Array | None = None,
+                 index_causal: bool = False) -> jax.Array:
+        """x [b, s, d] -> [b, s, d]. `index_causal`: positions are 0..s-1, so key blocks can be skipped."""
         q, k, v = self.qkv(x, positions)
         impl = self.config.attention_impl
         if impl == "pallas":
@@ -73,6 +76,8 @@ class Attention(nnx.Module):
             out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn",
                                                local_window_size=(self.config.sliding_window - 1, 0)
                                                if self.config.sliding_window else None)
+        elif index_causal:
+            out = blocked_causal_attention(q, k, v, self.config.sliding_window, k_valid)
         else:
             mask = attention_mask(positions, positions, self.config.sliding_window, k_valid)
             out = dot_product_attention(q, k, v, mask)
@@ -91,13 +96,13 @@ class Block(nnx.Module):
     def _mlp(self, x):
         return self.mlp(x) if self.moe else (self.mlp(x), jnp.zeros([], jnp.float32))
 
-    def __call__(self, x, positions, k_valid=None):
+    def __call__(self, x, positions, k_valid=None, index_causal=False):
         """x [batch, seq, d_model] -> (same shape, MoE load-balancing loss)."""
         if self.pre:
-            x = x + self.attn(self.attn_norm(x), positions, k_valid)
+            x = x + self.attn(self.attn_norm(x), positions, k_valid, index_causal)
             y, aux = self._mlp(self.mlp_norm(x))
             return x + y, aux
-        x = self.attn_norm(x + self.attn(x, positions, k_valid))
+        x = self.attn_norm(x + self.attn(x, positions, k_valid, index_causal))
         y, aux = self._mlp(x)
         return self.mlp_norm(x + y), aux
 
@@ -122,6 +127,7 @@ class Transformer(nnx.Module):
     def __call__(self, tokens, positions=None, k_valid=None):
         """tokens int [batch, seq] -> (logits float32 [batch, seq, vocab], MoE aux loss)."""
         c = self.config
+        index_causal = positions is None
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
         x = self.embed(tokens).astype(jnp.dtype(c.dtype))
@@ -131,7 +137,7 @@ class Transformer(nnx.Module):
             x = x + sinusoidal_positions(positions, c.d_model).astype(x.dtype)
         aux = jnp.zeros([], jnp.float32)
         for i in range(c.n_layers):
-            x, a = getattr(self, f"block_{i}")(x, positions, k_valid)
+            x, a = getattr(self, f"block_{i}")(x, positions, k_valid, index_causal)
             aux = aux + a
         if c.norm_position == "pre":
             x = self.final_norm(x)

@@ -54,6 +54,16 @@ class _NonFiniteLoss(FloatingPointError):
     pass
 
 
+def _tensorboard_writer(run_dir: Path):
+    """A tensorboardX writer into run_dir/tensorboard (`tensorboard --logdir runs` reads it)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ImportError("tensorboard=True needs tensorboardX: pip install -e '.[tensorboard]' "
+                          "(or leave tensorboard off; metrics.jsonl has the same numbers)") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
 def train(
     config: TrainConfig,
     data: TokenData,
@@ -99,6 +109,7 @@ def train(
     if resume and log_path.exists():
         history = [h for h in map(json.loads, log_path.read_text().splitlines()) if h["step"] <= start]
     log_file = open(log_path, "w")
+    tb = _tensorboard_writer(run_dir) if config.tensorboard else None
     for h in history:
         log_file.write(json.dumps(h) + "\n")
 
@@ -106,6 +117,10 @@ def train(
         history.append(record)
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
+        if tb is not None:
+            for k, v in record.items():
+                if k != "step":
+                    tb.add_scalar(k, v, record["step"])
 
     bar = tqdm(total=config.steps, initial=start, desc="training", unit="step", disable=not progress, dynamic_ncols=True)
     pending: tuple[int, Any] | None = None  # (step, metrics on device) not yet read
@@ -161,6 +176,8 @@ def train(
     finally:
         bar.close()
         log_file.close()
+        if tb is not None:
+            tb.close()
         manager.wait_until_finished()
     plot_losses(history, run_dir / "loss.png", title=f"{run_dir.name}")
     (run_dir / "peak_flops.json").write_text(json.dumps({"peak_flops": peak, "source": peak_source}))

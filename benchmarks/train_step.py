@@ -1,0 +1,197 @@
+"""Train-step speed of `lm` against PyTorch eager and torch.compile, in one run.
+
+    python benchmarks/train_step.py [--steps 10] [--runs 3] [--no-write]
+
+The model is the `bench` preset (d_model 256, 4 layers, 8 heads, d_ff 1024,
+vocab 10,000, context 256), batch 16, float32, AdamW with global-norm
+clipping in all three. Each measurement is a fresh subprocess (so threads and
+caches are its own), and the frameworks alternate so that a busy machine slows
+them alike. Prints a table and writes the `train_step` section of
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
+
+BATCH = 16
+LR, B1, B2, EPS, WD, CLIP = 3e-3, 0.9, 0.95, 1e-8, 0.1, 1.0
+WORKERS = ("jax", "torch-eager", "torch-compile")
+
+
+def _model_config():
+    from lm.model import get_preset
+
+    return get_preset("bench")
+
+
+def _batches(n: int, vocab: int, ctx: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, vocab, (BATCH, ctx + 1), dtype=np.int32) for _ in range(n)]
+
+
+def _time_steps(step, batches, warmup: int) -> float:
+    """Seconds per step, over batches[warmup:], after `warmup` untimed steps."""
+    for b in batches[:warmup]:
+        step(b, sync=True)
+    t0 = time.perf_counter()
+    for b in batches[warmup:]:
+        step(b, sync=False)
+    step(None, sync=True)
+    return (time.perf_counter() - t0) / (len(batches) - warmup)
+
+
+def worker_jax(steps: int, warmup: int) -> dict:
+    import jax
+
+    from lm.optim import OptimizerConfig
+    from lm.train.config import TrainConfig
+    from lm.train.step import compiled_steps, init_state
+
+    config = TrainConfig(model=_model_config(), batch_size=BATCH, steps=10_000,
+                         optim=OptimizerConfig(lr=LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD, grad_clip=CLIP))
+    train, _ = compiled_steps(config)
+    box = {"state": init_state(config, jax.random.PRNGKey(0))}
+
+    def step(batch, sync):
+        if batch is not None:
+            box["state"], box["metrics"] = train(box["state"], batch)
+        if sync:
+            jax.block_until_ready(box["metrics"]["loss"])
+
+    t0 = time.perf_counter()
+    step(_batches(1, 10_000, config.model.context_length)[0], sync=True)
+    compile_s = time.perf_counter() - t0
+    seconds = _time_steps(step, _batches(steps + warmup, 10_000, config.model.context_length), warmup)
+    return {"seconds_per_step": seconds, "first_step_s": compile_s, "threads": os.cpu_count()}
+
+
+def worker_torch(steps: int, warmup: int, compiled: bool) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks.torch_model import TorchTransformer, make_optimizer
+
+    torch.manual_seed(0)
+    c = _model_config()
+    model = TorchTransformer(c)
+    opt = make_optimizer(model, LR, B1, B2, EPS, WD)
+    fwd = torch.compile(model) if compiled else model
+
+    def step(batch, sync):
+        if batch is None:
+            return
+        x = torch.from_numpy(batch).long()
+        opt.zero_grad(set_to_none=True)
+        logits = fwd(x[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, c.vocab_size), x[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        loss.item()
+
+    t0 = time.perf_counter()
+    step(_batches(1, c.vocab_size, c.context_length)[0], sync=True)
+    compile_s = time.perf_counter() - t0
+    seconds = _time_steps(step, _batches(steps + warmup, c.vocab_size, c.context_length), warmup)
+    return {"seconds_per_step": seconds, "first_step_s": compile_s, "threads": torch.get_num_threads()}
+
+
+def worker_matmul() -> dict:
+    """float32 2048^3 matmul GFLOP/s in JAX: the machine's ceiling for this work."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 2048
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(5))
+    return {"gflops": 2 * n**3 / best / 1e9}
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _run_worker(name: str, steps: int, warmup: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--steps", str(steps), "--warmup", str(warmup)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=os.environ.copy())
+    if out.returncode:
+        raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (compiling) one")
+    p.add_argument("--runs", type=int, default=3, help="fresh processes per framework; the median is reported")
+    p.add_argument("--only", choices=WORKERS, action="append", help="measure only these (repeatable)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        if args.worker == "jax":
+            result = worker_jax(args.steps, args.warmup)
+        elif args.worker == "matmul":
+            result = worker_matmul()
+        else:
+            result = worker_torch(args.steps, args.warmup, compiled=args.worker == "torch-compile")
+        print(json.dumps(result))
+        return 0
+
+    c = _model_config()
+    tokens_per_step = BATCH * c.context_length
+    flops_per_token = c.flops_per_token()
+    names = args.only or list(WORKERS)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(args.runs):
+        for name in names:
+            res = _run_worker(name, args.steps, args.warmup)
+            runs[name].append(res)
+            print(f"run {r + 1}/{args.runs} {name}: {tokens_per_step / res['seconds_per_step']:,.0f} tokens/s",
+                  file=sys.stderr)
+    matmul = _run_worker("matmul", 0, 0)["gflops"]
+
+    speed = {n: tokens_per_step / statistics.median(x["seconds_per_step"] for x in runs[n]) for n in names}
+    rows = []
+    for n in names:
+        ratio = lambda ref: f"{speed[n] / speed[ref]:.2f}x" if ref in speed else "-"  # noqa: E731
+        rows.append([n, f"{speed[n]:,.0f}", f"{speed[n] * flops_per_token / 1e9:.0f}",
+                     f"{statistics.median(x['first_step_s'] for x in runs[n]):.1f}",
+                     ratio("torch-eager"), ratio("torch-compile")])
+    header = ["step", "tokens/s", "model GFLOP/s", "first step s", "vs torch eager", "vs torch.compile"]
+    table = markdown_table(header, rows)
+    print(table)
+    print(f"float32 2048^3 matmul: {matmul:.0f} GFLOP/s; model FLOPs/token {flops_per_token:,}")
+    if not args.no_write:
+        body = "\n".join([
+            "## Train step (`python benchmarks/train_step.py`)", "",
+            f"Machine: {machine_description()}. `bench` preset (d_model 256, 4 layers, 8 heads, d_ff 1024, "
+            f"vocab 10,000, context 256), batch {BATCH}, float32, AdamW + clipping; median of {args.runs} "
+            f"fresh processes, {args.steps} timed steps each. Model FLOPs/token {flops_per_token:,} "
+            f"(6N + attention). float32 2048^3 matmul in JAX: {matmul:.0f} GFLOP/s.", "", table,
+        ])
+        write_section("train_step", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
