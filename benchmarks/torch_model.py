@@ -106,7 +106,7 @@ def load_params(model: TorchTransformer, params: dict) -> None:
     c = model.config
 
     def t(a, shape=None):
-        a = np.asarray(a, np.float32)
+        a = np.array(a, np.float32)  # a writable copy: torch refuses read-only buffers
         return torch.from_numpy(np.ascontiguousarray(a.reshape(shape) if shape else a))
 
     d = c.d_model
