@@ -119,6 +119,7 @@ def build_optimizer(config: OptimizerConfig, total_steps: int) -> optax.Gradient
             adam_b1=config.b1,
             adam_b2=config.b2,
             adam_eps=config.eps,
+            fan_in_axis=-2,  # lm.model stores kernels as [in, out] (x @ W)
         )
     if config.grad_clip > 0:
         return optax.chain(clip_by_global_norm(config.grad_clip), opt)

@@ -71,6 +71,30 @@ def shape_scale(shape: Sequence[int], fan_in_axis: int = -1) -> float:
     return max(1.0, fan_out / fan_in) ** 0.5
 
 
+# Attention projections are stored per head, [embed, heads, head_dim] and [heads, head_dim, embed],
+# but each is one linear map, so Muon orthogonalises it as that matrix.
+HEADS_OUT_NAMES: tuple[str, ...] = ("wq", "wk", "wv")
+HEADS_IN_NAMES: tuple[str, ...] = ("wo",)
+
+
+def matrix_shape(path: Sequence[Any], shape: Sequence[int]) -> Optional[tuple[int, int]]:
+    """The 2-D [fan_in, fan_out] view Muon uses for a parameter, or None if it is not a matrix."""
+    if len(shape) == 2:
+        return tuple(shape)
+    names = path_names(path)
+    if len(shape) == 3 and names and names[-1] in HEADS_OUT_NAMES:
+        return shape[0], shape[1] * shape[2]
+    if len(shape) == 3 and names and names[-1] in HEADS_IN_NAMES:
+        return shape[0] * shape[1], shape[2]
+    return None
+
+
+def _orthogonalise(path, d: jax.Array, ns_steps: int, fan_in_axis: int) -> jax.Array:
+    view = matrix_shape(path, d.shape) or d.shape  # unnamed leaves: [..., rows, cols] batches
+    m = d.reshape(view)
+    return (newton_schulz(m, ns_steps) * shape_scale(m.shape, fan_in_axis)).reshape(d.shape)
+
+
 class MuonState(NamedTuple):
     """count: int32 []; mu: momentum buffers shaped like the params."""
 
@@ -103,8 +127,8 @@ def orthogonal_momentum(
             direction = jax.tree.map(lambda g, m: g.astype(jnp.float32) + momentum * m, updates, mu)
         else:
             direction = mu
-        new = jax.tree.map(
-            lambda d, g: (newton_schulz(d, ns_steps) * shape_scale(d.shape, fan_in_axis)).astype(g.dtype),
+        new = jax.tree_util.tree_map_with_path(
+            lambda path, d, g: _orthogonalise(path, d, ns_steps, fan_in_axis).astype(g.dtype),
             direction,
             updates,
         )
@@ -124,9 +148,10 @@ def muon_labels(
     exclude_fragments: Sequence[str] = EMBEDDING_NAMES,
     exclude_names: Sequence[str] = HEAD_NAMES,
 ) -> PyTree:
-    """Pytree of "muon" (2-D hidden matrices) or "adamw" (everything else).
+    """Pytree of "muon" (hidden matrices) or "adamw" (everything else).
 
-    A leaf goes to AdamW if it is not 2-D, or a key on its path contains one
+    A leaf goes to AdamW if it is not a matrix (`matrix_shape`: 2-D, or a
+    per-head attention projection), or a key on its path contains one
     of ``exclude_fragments`` (embeddings), or equals one of ``exclude_names``
     or ends in "_head" (output head). Head names are matched whole so that
     e.g. "multihead_attn" stays with Muon.
@@ -140,7 +165,7 @@ def muon_labels(
             or name.endswith("_head")
             for name in names
         )
-        return "muon" if leaf.ndim == 2 and not excluded else "adamw"
+        return "muon" if matrix_shape(path, leaf.shape) is not None and not excluded else "adamw"
 
     return jax.tree_util.tree_map_with_path(label, params)
 

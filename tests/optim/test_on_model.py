@@ -73,3 +73,17 @@ def test_optimizer_config_errors():
         OptimizerConfig(name="sgd")
     with pytest.raises(ValueError, match="lr"):
         OptimizerConfig(lr=-1.0)
+
+
+def test_muon_covers_attention_projections():
+    """Per-head [embed, heads, head_dim] kernels are matrices to Muon; norms, embeddings and head are not."""
+    from lm.model import get_preset, init
+    from lm.optim.muon import matrix_shape, muon_labels
+
+    params = init(get_preset("tiny", d_model=32, n_heads=4, n_layers=1, d_ff=48, vocab_size=50), jax.random.PRNGKey(0))
+    labels = muon_labels(params)
+    attn = labels["block_0"]["attn"]
+    assert attn == {"wq": "muon", "wk": "muon", "wv": "muon", "wo": "muon"}
+    assert labels["block_0"]["mlp"]["w1"]["kernel"] == "muon"
+    assert labels["embed"]["embedding"] == labels["head"]["kernel"] == labels["final_norm"]["scale"] == "adamw"
+    assert matrix_shape(("attn", "wo"), (4, 8, 32)) == (32, 32) and matrix_shape(("attn", "wq"), (32, 4, 8)) == (32, 32)
