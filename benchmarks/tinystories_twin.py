@@ -36,7 +36,7 @@ def run_jax(config) -> tuple[list[dict], float]:
     return result["history"], time.perf_counter() - t0
 
 
-def run_torch(config, threads: int) -> tuple[list[dict], float]:
+def run_torch(config, threads: int, stop_after: int | None = None) -> tuple[list[dict], float]:
     import jax
     import numpy as np
     import torch
@@ -67,7 +67,7 @@ def run_torch(config, threads: int) -> tuple[list[dict], float]:
 
     history: list[dict] = []
     t0 = time.perf_counter()
-    for step in tqdm(range(tc.steps), desc="torch twin", unit="step"):
+    for step in tqdm(range(stop_after or tc.steps), desc="torch twin", unit="step"):
         x = torch.from_numpy(batch_at(data.train, step, tc.batch_size, c.context_length, tc.seed)).long()
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, o.lr, tc.steps, o.warmup_steps, o.min_lr_ratio)
@@ -79,7 +79,7 @@ def run_torch(config, threads: int) -> tuple[list[dict], float]:
         done = step + 1
         if done % tc.log_every == 0:
             history.append({"step": done, "loss": loss.item()})
-        if done % tc.eval_every == 0 or done == tc.steps:
+        if done % tc.eval_every == 0 or done in (tc.steps, stop_after):
             history.append({"step": done, "val_loss": evaluate()})
     return history, time.perf_counter() - t0
 
@@ -113,14 +113,21 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--out", default="runs/twin")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the plot alone")
+    p.add_argument("--reuse-jax", action="store_true", help="read the lm run's metrics from --out instead of training")
+    p.add_argument("--torch-steps", type=int, default=0,
+                   help="stop the PyTorch run after this many steps (same schedule; 0 = all)")
     args = p.parse_args(argv)
     if not args.data.is_file():
         print(f"error: TinyStories sample not found at {args.data}; pass --data or set LM_SHARED_DIR", file=sys.stderr)
         return 2
     config = PretrainConfig(data=str(args.data), steps=args.steps, eval_every=args.eval_every,
                             save_every=args.steps, out=args.out, name="tinystories-jax", val_fraction=0.1)
-    jax_hist, jax_s = run_jax(config)
-    torch_hist, torch_s = run_torch(config, threads=os.cpu_count() or 1)
+    if args.reuse_jax:
+        metrics = Path(args.out) / config.run_name / "metrics.jsonl"
+        jax_hist, jax_s = [json.loads(line) for line in metrics.read_text().splitlines()], float("nan")
+    else:
+        jax_hist, jax_s = run_jax(config)
+    torch_hist, torch_s = run_torch(config, threads=os.cpu_count() or 1, stop_after=args.torch_steps or None)
     (Path(args.out) / "torch_history.json").write_text(json.dumps(torch_hist))
 
     jv = {h["step"]: h["val_loss"] for h in jax_hist if "val_loss" in h}
@@ -134,6 +141,8 @@ def main(argv=None) -> int:
     if not args.no_write:
         png = Path(__file__).with_name("tinystories_twin.png")
         plot(jax_hist, torch_hist, png)
+        torch_note = (f" The PyTorch run stopped after {args.torch_steps} of the {args.steps} steps (same schedule) "
+                      "to fit the time available." if args.torch_steps else "")
         body = "\n".join([
             "## TinyStories end-to-end twin (`python benchmarks/tinystories_twin.py`)", "",
             f"Machine: {machine_description()}. `tiny` preset ({config.model.num_params():,} parameters), "
@@ -141,7 +150,8 @@ def main(argv=None) -> int:
             f"{config.optim.lr} cosine with {config.optim.warmup_steps} warmup steps; the last 10% of "
             f"{args.data.name} held out ({config.eval_batches} validation batches per evaluation). Both runs start "
             f"from the same weights and see the same batches. Wall time: lm {jax_s / 60:.1f} min (including "
-            f"tokenizer training and encoding, evaluation and checkpoints), PyTorch {torch_s / 60:.1f} min.", "",
+            f"tokenizer training and encoding, evaluation and checkpoints), PyTorch {torch_s / 60:.1f} min; both shared "
+            f"the machine with other jobs, so times are upper bounds.{torch_note}", "",
             f"![validation curves]({png.name})", "", table,
         ])
         write_section("tinystories_twin", body)
