@@ -54,7 +54,7 @@ def test_same_training_steps():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
         opt.step()
-        assert float(loss) == pytest.approx(float(metrics["loss"]), rel=1e-5)
+        assert loss.item() == pytest.approx(float(metrics["loss"]), rel=1e-5)
     mirror = TorchTransformer(CONFIG)
     load_params(mirror, state["params"])
     for (name, a), b in zip(model.state_dict().items(), mirror.state_dict().values()):

@@ -1,0 +1,91 @@
+"""Speculative decoding: exact greedy output, and the target's distribution under sampling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import lm.inference.speculative as spec
+from lm.inference.generate import generate_ids
+from lm.inference.sampling import SamplingConfig
+from tests.inference.tiny import config, full_forward, model, random_params
+
+
+def draft_model(vocab_size=257):
+    return model("draft", seed=7, vocab_size=vocab_size)
+
+
+GREEDY = SamplingConfig(temperature=0, max_new_tokens=20)
+# One prompt-width bucket for all three (fewer compilations); the 17-token prompt runs into the
+# context limit (32 - 17 + 1 = 16 tokens < 20).
+PROMPTS = [[4], [1, 2, 3], list(range(10, 27))]
+
+
+def test_greedy_speculative_is_the_target_greedy_output():
+    tparams, tc = model("gqa-window")
+    dparams, dc = draft_model()
+    ref, n = generate_ids(tparams, tc, PROMPTS, GREEDY)
+    assert n.tolist() == [20, 20, 16]
+    for i, prompt in enumerate(PROMPTS):
+        want = ref[i, : n[i]].tolist()
+        for k in (1, 4):
+            got = spec.speculative_generate(tparams, tc, dparams, dc, prompt, GREEDY, k)
+            assert got.tokens == want, (prompt, k)
+            assert got.proposed == k * got.rounds and 0 <= got.accepted <= got.proposed
+        same = spec.speculative_generate(tparams, tc, tparams, tc, prompt, GREEDY, 4)  # target as its own draft
+        assert same.tokens == want and same.acceptance_rate == 1.0 and same.rounds == -(-len(want) // 5)
+
+
+def test_greedy_speculative_stops_and_streams():
+    tparams, tc = model("gqa-window")
+    dparams, dc = draft_model()
+    want = spec.speculative_generate(tparams, tc, dparams, dc, [1, 2, 3], GREEDY, 4).tokens
+    streamed = sum(spec.speculative_stream(tparams, tc, dparams, dc, [1, 2, 3], GREEDY, 4, chunk=4), [])
+    assert streamed == want
+    stop = want[5]
+    s_stop = SamplingConfig(temperature=0, max_new_tokens=20, stop_ids=(stop,))
+    assert spec.speculative_generate(tparams, tc, dparams, dc, [1, 2, 3], s_stop, 4).tokens == want[: want.index(stop)]
+
+
+V, N = 8, 20_000
+
+
+def first_token_counts(tparams, tc, dparams, dc, prompt, sampling, k):
+    draw = jax.jit(jax.vmap(lambda key: spec.speculate(tparams, tc, dparams, dc, prompt, sampling, k, key)[0][0]))
+    first = np.asarray(draw(jax.random.split(jax.random.PRNGKey(0), N)))
+    return np.bincount(first, minlength=V)
+
+
+def test_sampled_first_token_has_the_target_distribution(monkeypatch):
+    """Chi-square over 20,000 seeds on an 8-token vocabulary. The draft is a different random model
+    (its distribution is far from the target's), so a wrong residual is detected: replacing
+    max(0, p - q) by p gives a p-value of ~0."""
+    tc = config(vocab_size=V, context_length=16, d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    tparams, dparams = random_params(tc, 0), random_params(tc, 5)
+    prompt = [1, 2, 3]
+    s = SamplingConfig(temperature=1.0, max_new_tokens=1)
+    p = np.asarray(jax.nn.softmax(full_forward(tparams, jnp.asarray([prompt]), config=tc)[0, -1]), np.float64)
+    q = np.asarray(jax.nn.softmax(full_forward(dparams, jnp.asarray([prompt]), config=tc)[0, -1]), np.float64)
+    assert 0.5 * np.abs(p - q).sum() > 0.3  # the draft is often rejected, so the residual matters
+    counts = first_token_counts(tparams, tc, dparams, tc, prompt, s, 3)
+    assert stats.chisquare(counts, p / p.sum() * N).pvalue > 1e-3
+
+    monkeypatch.setattr(spec, "_residual", lambda p, q: p)  # a wrong residual
+    try:
+        wrong = first_token_counts(tparams, tc, dparams, tc, prompt, s, 2)  # k=2: a fresh trace
+    finally:
+        jax.clear_caches()  # never let a later test reuse the program built with the wrong residual
+    assert stats.chisquare(wrong, p / p.sum() * N).pvalue < 1e-6
+
+
+def test_bad_draft():
+    tparams, tc = model("gqa-window")
+    dparams, dc = draft_model(vocab_size=64)
+    with pytest.raises(ValueError, match="vocab_size"):
+        spec.speculative_generate(tparams, tc, dparams, dc, [1], SamplingConfig(), 4)
+    dparams, dc = draft_model()
+    with pytest.raises(ValueError, match="draft length"):
+        spec.speculative_generate(tparams, tc, dparams, dc, [1], SamplingConfig(), 0)
+    with pytest.raises(ValueError, match="empty"):
+        spec.speculative_generate(tparams, tc, dparams, dc, [], SamplingConfig(), 2)
