@@ -107,3 +107,14 @@ def test_sweep_cli_reports_bad_input(capsys):
     assert "at least 2 distinct budgets" in capsys.readouterr().err
     assert main(["sweep", "--shape", "64x2"]) == 2
     assert "D_MODELxLAYERSxHEADS" in capsys.readouterr().err
+
+
+def test_scaling_sweep_module_is_the_sweep_command(capsys):
+    import pytest
+
+    from experiments.scaling_sweep import main as sweep_main
+
+    with pytest.raises(SystemExit):
+        sweep_main(["--help"])
+    assert "--budgets" in capsys.readouterr().out
+    assert sweep_main(["--budgets", "1e11"]) == 2  # one budget cannot make a sweep
