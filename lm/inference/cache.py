@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from lm.model import ModelConfig, bind
-from lm.model.layers import attention_mask, dot_product_attention, sinusoidal_positions
+from lm.model.layers import attention_mask, dot_product_attention
 
 
 class KVCache(NamedTuple):
@@ -85,11 +85,7 @@ def extend(params: dict, config: ModelConfig, cache: KVCache, tokens: jax.Array,
         filled = jnp.arange(cache.max_len) < length
         mask = attention_mask(positions, slot_pos, c.sliding_window, slot_valid & filled[None, :])
 
-    x = model.embed(tokens).astype(jnp.dtype(c.dtype))
-    if c.positions == "learned":
-        x = x + jnp.take(model.pos_embed[...], positions, axis=0).astype(x.dtype)
-    elif c.positions == "sinusoidal":
-        x = x + sinusoidal_positions(positions, c.d_model).astype(x.dtype)
+    x = model.embed_tokens(tokens, positions)
 
     ks, vs = cache.k, cache.v
     for i in range(c.n_layers):
@@ -105,22 +101,9 @@ def extend(params: dict, config: ModelConfig, cache: KVCache, tokens: jax.Array,
                 k, v = jnp.swapaxes(ks[i], 1, 2), jnp.swapaxes(vs[i], 1, 2)
             return attn.output(dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask))
 
-        x = _block(block, x, attend)
-    if c.norm_position == "pre":
-        x = model.final_norm(x)
-    if last_only:
-        x = x[:, -1]
-    logits = model.embed.attend(x) if c.tie_embeddings else model.head(x)
-    return logits.astype(jnp.float32), KVCache(ks, vs, slot_pos, slot_valid, length)
-
-
-def _block(block, x, attend):
-    """lm.model.transformer.Block.__call__ with its attention replaced by `attend`."""
-    if block.pre:
-        x = x + attend(block.attn_norm(x))
-        return x + block._mlp(block.mlp_norm(x))[0]
-    x = block.attn_norm(x + attend(x))
-    return block.mlp_norm(x + block._mlp(x)[0])
+        x, _ = block(x, positions, attend=attend)
+    logits = model.logits(x[:, -1] if last_only else x)
+    return logits, KVCache(ks, vs, slot_pos, slot_valid, length)
 
 
 extend_jit = jax.jit(extend, static_argnames=("config", "fresh", "last_only"))

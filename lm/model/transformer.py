@@ -96,13 +96,20 @@ class Block(nnx.Module):
     def _mlp(self, x):
         return self.mlp(x) if self.moe else (self.mlp(x), jnp.zeros([], jnp.float32))
 
-    def __call__(self, x, positions, k_valid=None, index_causal=False):
-        """x [batch, seq, d_model] -> (same shape, MoE load-balancing loss)."""
+    def __call__(self, x, positions, k_valid=None, index_causal=False, attend=None):
+        """x [batch, seq, d_model] -> (same shape, MoE load-balancing loss).
+
+        `attend(h) -> [batch, seq, d_model]` replaces self-attention (the KV-cache decoder
+        passes one that reads and writes its cache); everything else is unchanged.
+        """
+        if attend is None:
+            def attend(h):
+                return self.attn(h, positions, k_valid, index_causal)
         if self.pre:
-            x = x + self.attn(self.attn_norm(x), positions, k_valid, index_causal)
+            x = x + attend(self.attn_norm(x))
             y, aux = self._mlp(self.mlp_norm(x))
             return x + y, aux
-        x = self.attn_norm(x + self.attn(x, positions, k_valid, index_causal))
+        x = self.attn_norm(x + attend(x))
         y, aux = self._mlp(x)
         return self.mlp_norm(x + y), aux
 
@@ -130,19 +137,29 @@ class Transformer(nnx.Module):
         index_causal = positions is None
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+        x = self.embed_tokens(tokens, positions)
+        aux = jnp.zeros([], jnp.float32)
+        for i in range(c.n_layers):
+            x, a = getattr(self, f"block_{i}")(x, positions, k_valid, index_causal)
+            aux = aux + a
+        return self.logits(x), aux / c.n_layers
+
+    def embed_tokens(self, tokens, positions):
+        """tokens int [batch, seq] -> [batch, seq, d_model] in the compute dtype, positions added."""
+        c = self.config
         x = self.embed(tokens).astype(jnp.dtype(c.dtype))
         if c.positions == "learned":
             x = x + jnp.take(self.pos_embed[...], positions, axis=0).astype(x.dtype)
         elif c.positions == "sinusoidal":
             x = x + sinusoidal_positions(positions, c.d_model).astype(x.dtype)
-        aux = jnp.zeros([], jnp.float32)
-        for i in range(c.n_layers):
-            x, a = getattr(self, f"block_{i}")(x, positions, k_valid, index_causal)
-            aux = aux + a
-        if c.norm_position == "pre":
+        return x
+
+    def logits(self, x):
+        """Final norm (pre-norm models) and output projection: [..., d_model] -> float32 [..., vocab]."""
+        if self.config.norm_position == "pre":
             x = self.final_norm(x)
-        logits = self.embed.attend(x) if c.tie_embeddings else self.head(x)
-        return logits.astype(jnp.float32), aux / c.n_layers
+        out = self.embed.attend(x) if self.config.tie_embeddings else self.head(x)
+        return out.astype(jnp.float32)
 
 
 @functools.lru_cache(maxsize=64)
