@@ -1,0 +1,30 @@
+"""Data curation: web archives (WARC/WET) to clean, deduplicated training tokens.
+
+One module per stage, each a plain function over text or documents:
+reading (read_warc), extract (extract_text), language (identify_language), pii (mask_pii),
+harmful (load_harmful_classifier, harmful_filter), gopher (gopher_filter), quality
+(train_quality_classifier, quality_score), exact_dedup (exact_line_dedup), minhash / lsh /
+fuzzy_dedup (minhash_signatures, fuzzy_dedup), pipeline (run_curation), tokens
+(tokenize_documents). The optional packages (`pip install -e '.[curation]'`) are imported only
+when a stage runs, so `import lm.curation` always works.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "Document": "document", "read_warc": "reading", "Record": "reading", "extract_text": "extract",
+    "identify_language": "language", "mask_pii": "pii", "mask_emails": "pii", "mask_phone_numbers": "pii",
+    "mask_ips": "pii", "load_harmful_classifier": "harmful", "harmful_filter": "harmful",
+    "gopher_filter": "gopher", "train_quality_classifier": "quality", "quality_score": "quality",
+    "exact_line_dedup": "exact_dedup", "minhash_signatures": "minhash", "fuzzy_dedup": "fuzzy_dedup",
+    "MinHashConfig": "fuzzy_dedup", "CurationConfig": "config", "run_curation": "pipeline",
+    "tokenize_documents": "tokens",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"lm.curation.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'lm.curation' has no attribute {name!r}")
