@@ -1,0 +1,1 @@
+"""Alignment: verifiable rewards, SFT, DPO and GRPO as pure functions over explicit pytrees."""
