@@ -66,7 +66,7 @@ def dedup_lines(text: str, counts: tuple[np.ndarray, np.ndarray]) -> tuple[str, 
         else:
             out.append(r.rstrip())
             blank = False
-    return "\n".join(out).strip(), removed
+    return "\n".join(out).strip("\n"), removed
 
 
 def exact_line_dedup(texts: Sequence[str]) -> list[str]:

@@ -22,9 +22,9 @@ import numpy as np
 
 from lm.curation import stats as S
 from lm.curation.config import CurationConfig
-from lm.curation.executor import run_tasks
+from lm.curation.executor import ShardExecutor
 
-STAGE_ORDER = ["read", "extract", "language", "line_dedup", "gopher", "harmful", "quality", "pii", "fuzzy_dedup",
+STAGE_ORDER = ["read", "extract", "language", "fuzzy_dedup", "line_dedup", "gopher", "harmful", "quality", "pii",
                "tokenize"]
 
 
@@ -44,10 +44,10 @@ def _near_duplicates(config: CurationConfig, sigs: list[np.ndarray], shard_docs:
     from lm.curation.fuzzy_dedup import fuzzy_dedup
     from lm.curation.stages import work_path
 
-    # Offsets of every document line in pass B's shards, for reading candidates back.
+    # Offsets of every document line in pass A's shards, for reading candidates back.
     shard_of, offsets = [], []
     for shard, n in enumerate(shard_docs):
-        pos, path = 0, work_path(config.out, "b", shard)
+        pos, path = 0, work_path(config.out, "a", shard)
         with open(path, "rb") as f:
             for line in f:
                 shard_of.append(shard)
@@ -56,7 +56,7 @@ def _near_duplicates(config: CurationConfig, sigs: list[np.ndarray], shard_docs:
     shard_of, offsets = np.asarray(shard_of), np.asarray(offsets)
 
     def load(i: int):
-        return read_jsonl_at(work_path(config.out, "b", int(shard_of[i])), int(offsets[i]))
+        return read_jsonl_at(work_path(config.out, "a", int(shard_of[i])), int(offsets[i]))
 
     allsig = np.concatenate(sigs) if sigs else np.zeros((0, config.minhash.num_perm), np.uint32)
     root, info = fuzzy_dedup(None, config.minhash, signatures=allsig, load_text=lambda i: load(i).text)
@@ -67,43 +67,51 @@ def _near_duplicates(config: CurationConfig, sigs: list[np.ndarray], shard_docs:
     return dup, info
 
 
-def run_curation(config: CurationConfig, progress: bool = True) -> dict:
-    """Run every stage; returns {"stats", "report", "tokens", "clean_shards", "seconds"}."""
+def _run_passes(config: CurationConfig, files: list[str], ex: ShardExecutor) -> dict:
+    """Passes A, B and C over all shards, with the two global steps between them; returns stats."""
     from lm.curation.exact_dedup import merge_counts
-    from lm.curation.stages import clean_path, pass_extract, pass_filter, pass_write
+    from lm.curation.stages import pass_dedup, pass_extract, pass_filter
 
-    if not config.input or not config.out:
-        raise ValueError("both input and out are required")
-    files = expand_inputs(config.input)
-    out = Path(config.out)
-    (out / "work").mkdir(parents=True, exist_ok=True)
-    run = dict(workers=config.workers, ray_address=config.ray, progress=progress)
-    t0 = time.perf_counter()
-
-    res_a = run_tasks(pass_extract, [(config, f, i) for i, f in enumerate(files)], desc="extract", **run)
-    stats = {}
-    for s, _ in res_a:
+    stats: dict = {}
+    res = ex.map(pass_extract, [(config, f, i) for i, f in enumerate(files)], desc="extract")
+    for s, _ in res:
         stats = S.merge(stats, s, config.max_samples)
-    counts_file = out / "work" / "line_counts.npz"
-    hashes, counts = merge_counts([c for _, c in res_a]) if config.line_dedup else (np.zeros(0, np.uint64),) * 2
-    np.savez(counts_file, hashes=hashes, counts=counts)
-    del res_a
-
-    res_b = run_tasks(pass_filter, [(config, i, str(counts_file)) for i in range(len(files))], desc="filter", **run)
-    for s, _ in res_b:
-        stats = S.merge(stats, s, config.max_samples)
-    sigs = [sig for _, sig in res_b]
-    del res_b
+    sigs = [sig for _, sig in res]
+    del res
+    dup = [dict() for _ in files]
     if config.fuzzy_dedup:
         t = time.perf_counter()
         dup, info = _near_duplicates(config, sigs, [len(s) for s in sigs])
         S.stage(stats, "fuzzy_dedup")["seconds"] += time.perf_counter() - t
         for k, v in info.items():
             S.count(stats, "fuzzy_dedup", k, v)
-    else:
-        dup = [dict() for _ in files]
-    for s in run_tasks(pass_write, [(config, i, dup[i]) for i in range(len(files))], desc="write", **run):
+    del sigs
+
+    res = ex.map(pass_dedup, [(config, i, dup[i]) for i in range(len(files))], desc="dedup")
+    for s, _ in res:
         stats = S.merge(stats, s, config.max_samples)
+    counts_file = Path(config.out) / "work" / "line_counts.npz"
+    hashes, counts = merge_counts([c for _, c in res])
+    np.savez(counts_file, hashes=hashes, counts=counts)
+    del res, hashes, counts
+
+    for s in ex.map(pass_filter, [(config, i, str(counts_file)) for i in range(len(files))], desc="filter"):
+        stats = S.merge(stats, s, config.max_samples)
+    return stats
+
+
+def run_curation(config: CurationConfig, progress: bool = True) -> dict:
+    """Run every stage; returns {"stats", "report", "tokens", "clean_shards", "seconds"}."""
+    from lm.curation.stages import clean_path
+
+    if not config.input or not config.out:
+        raise ValueError("both input and out are required")
+    files = expand_inputs(config.input)
+    out = Path(config.out)
+    (out / "work").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with ShardExecutor(config.workers, config.ray, progress) as ex:
+        stats = _run_passes(config, files, ex)
     shards = [str(clean_path(config.out, i)) for i in range(len(files))]
 
     tokens = None

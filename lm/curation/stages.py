@@ -1,10 +1,14 @@
 """The three per-shard passes of the pipeline (each a top-level function, so processes and Ray
 can run it), and the per-document stage functions they chain.
 
-Pass A: read, extract, identify language; count line hashes (exact-dedup pass 1).
-Pass B: exact line dedup (pass 2), Gopher rules, harmful filters, quality filter, PII masking;
-        MinHash signatures of what survives.
-Pass C: drop the near-duplicates found between B and C; write the clean shard.
+Pass A: read, extract, identify language; MinHash signatures of what survives.
+   (the driver clusters near-duplicates from all signatures)
+Pass B: drop near-duplicates; count line hashes (exact line dedup, pass 1).
+   (the driver merges the counts)
+Pass C: exact line dedup (pass 2), Gopher rules, harmful filters, quality filter, PII masking;
+        write the clean shard.
+Near-duplicates go first so that a page and its near-copy do not strip each other's shared
+lines in the exact line dedup (which drops every copy of a repeated line).
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ def _timed(stats: dict, name: str, t0: float) -> float:
     return t
 
 
-def pass_extract(config: CurationConfig, warc: str, shard: int) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    from lm.curation.exact_dedup import line_hash_counts
+def pass_extract(config: CurationConfig, warc: str, shard: int) -> tuple[dict, np.ndarray]:
     from lm.curation.extract import extract_text
     from lm.curation.language import identify_language
+    from lm.curation.minhash import minhash_signatures
     from lm.curation.reading import read_warc
 
     stats, kept, errors = {}, [], []
@@ -63,6 +67,28 @@ def pass_extract(config: CurationConfig, warc: str, shard: int) -> tuple[dict, t
             kept.append(doc)
     S.count(stats, "read", "malformed_skips", len(errors))
     write_jsonl(kept, work_path(config.out, "a", shard))
+    m = config.minhash
+    sig = (minhash_signatures([d.text for d in kept], m.num_perm, m.ngram, m.seed) if config.fuzzy_dedup
+           else np.zeros((len(kept), 0), np.uint32))
+    _timed(stats, "fuzzy_dedup", t)
+    return stats, sig
+
+
+def pass_dedup(config: CurationConfig, shard: int, duplicate_of: dict[int, str]
+               ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """Drop the documents at positions in `duplicate_of` (-> id of the kept copy); count line hashes."""
+    from lm.curation.exact_dedup import line_hash_counts
+
+    stats, kept = {}, []
+    t = time.perf_counter()
+    for i, doc in enumerate(read_jsonl(work_path(config.out, "a", shard))):
+        dup = duplicate_of.get(i)
+        if config.fuzzy_dedup:
+            S.record(stats, "fuzzy_dedup", dup is None, "near_duplicate", doc, config.max_samples, duplicate_of=dup)
+        if dup is None:
+            kept.append(doc)
+    write_jsonl(kept, work_path(config.out, "b", shard))
+    t = _timed(stats, "fuzzy_dedup", t)
     counts = line_hash_counts(d.text for d in kept) if config.line_dedup else (np.zeros(0, np.uint64),) * 2
     _timed(stats, "line_dedup", t)
     return stats, counts
@@ -97,14 +123,13 @@ def _filters(config: CurationConfig) -> list:
     return steps
 
 
-def pass_filter(config: CurationConfig, shard: int, counts_file: str) -> tuple[dict, np.ndarray]:
+def pass_filter(config: CurationConfig, shard: int, counts_file: str) -> dict:
     from lm.curation.exact_dedup import dedup_lines
-    from lm.curation.minhash import minhash_signatures
     from lm.curation.pii import mask_pii
 
     stats = {}
     t = time.perf_counter()
-    docs = list(read_jsonl(work_path(config.out, "a", shard)))  # one shard, not the corpus
+    docs = list(read_jsonl(work_path(config.out, "b", shard)))  # one shard, not the corpus
     if config.line_dedup:
         with np.load(counts_file) as z:
             counts = (z["hashes"], z["counts"])
@@ -133,25 +158,5 @@ def pass_filter(config: CurationConfig, shard: int, counts_file: str) -> tuple[d
             masked.append(Document(doc.id, text, doc.url, {**doc.meta, "pii": sum(n.values())}))
         docs = masked
         t = _timed(stats, "pii", t)
-    write_jsonl(docs, work_path(config.out, "b", shard))
-    m = config.minhash
-    sig = (minhash_signatures([d.text for d in docs], m.num_perm, m.ngram, m.seed) if config.fuzzy_dedup
-           else np.zeros((len(docs), 0), np.uint32))
-    _timed(stats, "fuzzy_dedup", t)
-    return stats, sig
-
-
-def pass_write(config: CurationConfig, shard: int, duplicate_of: dict[int, str]) -> dict:
-    """Write the clean shard without the documents at positions in `duplicate_of` (-> kept id)."""
-    stats, kept = {}, []
-    t = time.perf_counter()
-    for i, doc in enumerate(read_jsonl(work_path(config.out, "b", shard))):
-        dup = duplicate_of.get(i)
-        if config.fuzzy_dedup:
-            S.record(stats, "fuzzy_dedup", dup is None, "near_duplicate", doc, config.max_samples,
-                     duplicate_of=dup)
-        if dup is None:
-            kept.append(doc)
-    write_jsonl(kept, clean_path(config.out, shard))
-    _timed(stats, "fuzzy_dedup", t)
+    write_jsonl(docs, clean_path(config.out, shard))
     return stats
