@@ -32,6 +32,7 @@ class ModelConfig:
     activation: str = "swiglu"
     positions: str = "rope"
     tie_embeddings: bool = False
+    qkv_bias: bool = False  # biases on the q, k, v projections (Qwen2)
     dtype: str = "float32"  # compute dtype; "bfloat16" is mixed precision over float32 params
     param_dtype: str = "float32"
     attention_impl: str = "xla"
@@ -83,6 +84,7 @@ class ModelConfig:
         """Exact parameter count of `init(self, key)`."""
         d, hd = self.d_model, self.head_dim
         attn = d * self.n_heads * hd * 2 + d * self.kv_heads * hd * 2
+        attn += (self.n_heads + 2 * self.kv_heads) * hd if self.qkv_bias else 0
         mlp = self._mlp_params() if not self.n_experts else self.n_experts * self._mlp_params() + d * self.n_experts
         per_layer = attn + mlp + 2 * self._norm_params()
         total = self.n_layers * per_layer + (self._norm_params() if self.norm_position == "pre" else 0)

@@ -48,6 +48,10 @@ class Attention(nnx.Module):
         self.wk = _param(truncated_normal(kk, (d, g, hd), math.sqrt(2.0 / (d + g * hd)), pd), ("embed", "kv_heads", "head_dim"))
         self.wv = _param(truncated_normal(kv, (d, g, hd), math.sqrt(2.0 / (d + g * hd)), pd), ("embed", "kv_heads", "head_dim"))
         self.wo = _param(truncated_normal(ko, (h, hd, d), std, pd), ("heads", "head_dim", "embed"))
+        if config.qkv_bias:
+            self.bq = _param(jnp.zeros((h, hd), pd), ("heads", "head_dim"))
+            self.bk = _param(jnp.zeros((g, hd), pd), ("kv_heads", "head_dim"))
+            self.bv = _param(jnp.zeros((g, hd), pd), ("kv_heads", "head_dim"))
 
     def qkv(self, x: jax.Array, positions: jax.Array):
         """Projected and rotated q [b, s, heads, hd], k and v [b, s, kv_heads, hd]."""
@@ -55,6 +59,8 @@ class Attention(nnx.Module):
         q = jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dt))
         k = jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(dt))
         v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(dt))
+        if self.config.qkv_bias:
+            q, k, v = q + self.bq[...].astype(dt), k + self.bk[...].astype(dt), v + self.bv[...].astype(dt)
         if self.config.positions == "rope":
             cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)

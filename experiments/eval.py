@@ -1,0 +1,205 @@
+"""Evaluate a model (one of our runs, or an imported Hugging Face checkpoint) on a benchmark.
+
+    python -m experiments.eval --run runs/default-tiny --task perplexity --data held_out.txt
+    python -m experiments.eval --hf-dir DIR --task mmlu --shots 5 --split val
+    python -m experiments.eval --hf-dir DIR --task gsm8k --limit 200 [--chat true]
+
+Tasks: `perplexity` (a UTF-8 text or a .npy token file; sliding window of
+the model's context, `--stride` new tokens per window; `--holdout 0.1` scores
+only the last 10% of the tokens, the split `experiments.pretrain` holds out),
+`mmlu` (k-shot from dev, `--mmlu-format letter|cloze`, per-subject and macro
+accuracy) and `gsm8k` (k-shot from train, greedy unless `--temperature` > 0,
+exact match by the alignment verifier). Benchmark data is read from
+`--data-dir` (default `$LM_SHARED_DIR/data/corpora/a5_eval_data`, with
+LM_SHARED_DIR defaulting to ../shared). Results go to `--out` (default
+runs/eval/MODEL-TASK): results.json, records.jsonl (prompt, prediction, gold,
+correct for every example) and results.md, which is also printed. From a
+notebook:
+
+    from experiments.eval import EvalConfig, evaluate
+    result = evaluate(EvalConfig(hf_dir=DIR, task="mmlu", limit=50))      # {"metrics", "records", ...}
+    result = evaluate(EvalConfig(task="mmlu"), model=(params, model_config, tokenizer))
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+TASKS = ("perplexity", "mmlu", "gsm8k")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    task: str = dataclasses.field(default="", metadata={"help": f"one of {TASKS}"})
+    run: str = dataclasses.field(default="", metadata={"help": "run directory of our own model (runs/NAME)"})
+    hf_dir: str = dataclasses.field(default="", metadata={"help": "a Hugging Face checkpoint folder (lm.interop)"})
+    step: int = dataclasses.field(default=-1, metadata={"help": "checkpoint step of --run (-1: latest)"})
+    dtype: str = "float32"
+    data_dir: str = dataclasses.field(default="", metadata={"help": "folder with mmlu/ and gsm8k/ (default: shared)"})
+    data: str = dataclasses.field(default="", metadata={"help": "perplexity: a text file or a .npy token file"})
+    holdout: float = dataclasses.field(default=0.0, metadata={"help": "perplexity: score the last fraction (0: all)"})
+    stride: int = dataclasses.field(default=0, metadata={"help": "perplexity: new tokens per window (0: context/2)"})
+    bos: str = dataclasses.field(default="<|endoftext|>",
+                                 metadata={"help": "perplexity: special token put before a text, if the tokenizer has it"})
+    split: str = dataclasses.field(default="", metadata={"help": "mmlu: dev|val|test (val); gsm8k: test|train (test)"})
+    shots: int = 5
+    limit: int | None = dataclasses.field(default=None, metadata={"help": "evaluate only the first N examples"})
+    mmlu_format: str = dataclasses.field(default="letter", metadata={"help": "letter (A/B/C/D) or cloze"})
+    subjects: tuple[str, ...] = dataclasses.field(default=(), metadata={"help": "mmlu: only these subjects"})
+    chat: bool = dataclasses.field(default=False, metadata={"help": "gsm8k: use the tokenizer's chat template"})
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 8
+    out: str = dataclasses.field(default="", metadata={"help": "output folder (default runs/eval/MODEL-TASK)"})
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)} with --task")
+        if bool(self.run) == bool(self.hf_dir):
+            raise ValueError("give exactly one model: --run runs/NAME (ours) or --hf-dir DIR (Hugging Face)")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"--limit must be a positive number of examples, got {self.limit!r}; "
+                             "leave it out to evaluate everything")
+        if self.shots < 0 or self.batch_size < 1 or self.max_new_tokens < 1 or self.stride < 0:
+            raise ValueError("--shots and --stride must be >= 0, --batch-size and --max-new-tokens >= 1")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"--holdout must be in [0, 1), got {self.holdout}")
+        if self.mmlu_format not in ("letter", "cloze"):
+            raise ValueError(f"--mmlu-format must be letter or cloze, got {self.mmlu_format!r}")
+        if self.task == "perplexity" and not self.data:
+            raise ValueError("--task perplexity needs --data FILE (UTF-8 text, or a .npy array of token ids)")
+        allowed = {"mmlu": ("dev", "val", "test"), "gsm8k": ("test", "train")}.get(self.task, ("",))
+        if self.split and self.split not in allowed:
+            raise ValueError(f"--split {self.split!r} is not one of {allowed} for {self.task}")
+
+    @property
+    def resolved_split(self) -> str:
+        return self.split or {"mmlu": "val", "gsm8k": "test"}.get(self.task, "")
+
+    @property
+    def model_name(self) -> str:
+        return Path(self.run or self.hf_dir).resolve().name
+
+    def data_path(self) -> Path:
+        """The file or folder this task reads; FileNotFoundError (before any model is loaded) if absent."""
+        from lm.eval.paths import default_eval_data_dir
+
+        if self.task == "perplexity":
+            path = Path(self.data)
+        else:
+            root = Path(self.data_dir) if self.data_dir else default_eval_data_dir()
+            path = root / self.task
+        if not path.exists():
+            hint = ("" if self.task == "perplexity" else
+                    " (pass --data-dir pointing at a5_eval_data/, or set LM_SHARED_DIR to the shared/ folder)")
+            raise FileNotFoundError(f"{self.task} data not found at {str(path)!r}{hint}")
+        return path
+
+
+def load_model(config: EvalConfig):
+    """(params, ModelConfig, tokenizer) of --run or --hf-dir."""
+    if config.run:
+        from lm.inference.load import load_run
+
+        return load_run(config.run, None if config.step < 0 else config.step)
+    from lm.interop import load_hf
+
+    if not Path(config.hf_dir).is_dir():
+        raise FileNotFoundError(f"--hf-dir {config.hf_dir!r} is not a folder")
+    return load_hf(config.hf_dir, dtype=config.dtype)
+
+
+def _perplexity_ids(config: EvalConfig, tokenizer):
+    """(token ids to score, bytes of the scored text) for --data, --holdout and --bos."""
+    import numpy as np
+
+    path = config.data_path()
+    if path.suffix == ".npy":
+        ids = np.load(path, mmap_mode="r")
+        ids = np.asarray(ids[int(len(ids) * (1 - config.holdout)):] if config.holdout else ids, np.int64)
+        bos = []
+    else:
+        ids = np.asarray(tokenizer.encode(path.read_text(encoding="utf-8")), np.int64)
+        ids = ids[int(len(ids) * (1 - config.holdout)):] if config.holdout else ids
+        bos = [tokenizer.special_ids[config.bos]] if config.bos in getattr(tokenizer, "special_ids", {}) else []
+    ids = np.concatenate([np.asarray(bos, np.int64), ids])
+    n_bytes = None
+    if tokenizer is not None:  # special tokens mark documents; only text bytes count
+        special = set(getattr(tokenizer, "special_ids", {}).values())
+        n_bytes = len(tokenizer.decode_bytes([int(t) for t in ids[1:] if int(t) not in special]))
+    return ids, n_bytes
+
+
+def evaluate(config: EvalConfig, model=None) -> dict:
+    """Run the evaluation; returns {"task", "model", "config", "metrics", "records", "seconds", ...}.
+
+    `model` = (params, ModelConfig, tokenizer) skips loading --run / --hf-dir.
+    """
+    import jax
+
+    from lm.config import to_dict
+    from lm.eval import evaluate_gsm8k, evaluate_mmlu, perplexity
+    from lm.inference.sampling import SamplingConfig
+
+    data = config.data_path()  # fail on a missing path before the (slow) model load
+    params, model_config, tokenizer = model if model is not None else load_model(config)
+    t0 = time.perf_counter()
+    split = config.resolved_split
+    records = []
+    if config.task == "perplexity":
+        ids, n_bytes = _perplexity_ids(config, tokenizer)
+        metrics = perplexity(params, model_config, ids, config.stride or None, config.batch_size, n_bytes,
+                             config.progress)
+    elif config.task == "mmlu":
+        r = evaluate_mmlu(params, model_config, tokenizer, data, split, config.shots, config.mmlu_format,
+                          config.limit, config.subjects, config.batch_size, config.progress)
+        records = r.pop("records")
+        metrics = r
+    else:
+        sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p,
+                                  max_new_tokens=config.max_new_tokens, seed=config.seed)
+        r = evaluate_gsm8k(params, model_config, tokenizer, data, split, config.shots, config.limit, config.chat,
+                           sampling, config.batch_size, config.progress)
+        records = r.pop("records")
+        metrics = r
+    seconds = time.perf_counter() - t0
+    return {"task": config.task, "model": config.model_name, "split": split, "metrics": metrics,
+            "config": to_dict(config), "model_config": to_dict(model_config), "seconds": seconds,
+            "jax": jax.__version__, "device": str(jax.devices()[0]), "records": records}
+
+
+def default_out(config: EvalConfig) -> Path:
+    suffix = f"-{config.resolved_split}" if config.resolved_split else ""
+    return Path("runs") / "eval" / f"{config.model_name}-{config.task}{suffix}"
+
+
+def main(argv=None) -> int:
+    from lm.config import add_dataclass_args, dataclass_from_args
+    from lm.eval.report import markdown_table, write_results
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, EvalConfig)
+    args = parser.parse_args(argv)
+    try:
+        config = dataclass_from_args(EvalConfig, args)
+        result = evaluate(config)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = write_results(result, config.out or default_out(config))
+    print(markdown_table(result))
+    print(f"[{result['seconds']:.1f} s; results in {out}/results.json, records.jsonl, results.md]", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

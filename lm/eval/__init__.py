@@ -1,0 +1,25 @@
+"""Evaluation: perplexity and bits per byte, multiple-choice log-likelihood (MMLU), generative GSM8K.
+
+    from lm.eval import perplexity, evaluate_mmlu, evaluate_gsm8k
+    r = perplexity(params, config, ids, stride=64, n_bytes=len(text.encode()))
+    r = evaluate_mmlu(params, config, tokenizer, data_dir / "mmlu", split="val", shots=5)
+    r = evaluate_gsm8k(params, config, tokenizer, data_dir / "gsm8k", limit=200)
+
+Modules: `scoring` (batched log-likelihoods over a shared-prefix KV cache, and
+perplexity windows), `perplexity` (sliding windows), `multiple_choice` (acc and
+acc_norm), `mmlu`, `generation` (batched decoding to a stop string), `gsm8k`,
+`report` (JSON, per-example records, Markdown) and `paths` (where the shared
+data lives). The command line is `python -m experiments.eval`.
+"""
+
+from lm.eval.gsm8k import evaluate_gsm8k, load_gsm8k
+from lm.eval.mmlu import evaluate_mmlu, load_mmlu, mmlu_examples
+from lm.eval.multiple_choice import Choice, evaluate_choices
+from lm.eval.paths import default_eval_data_dir, shared_dir
+from lm.eval.perplexity import perplexity, sliding_windows
+from lm.eval.report import markdown_table, write_results
+from lm.eval.scoring import score_continuations, window_nll
+
+__all__ = ["Choice", "default_eval_data_dir", "evaluate_choices", "evaluate_gsm8k", "evaluate_mmlu", "load_gsm8k",
+           "load_mmlu", "markdown_table", "mmlu_examples", "perplexity", "score_continuations", "shared_dir",
+           "sliding_windows", "window_nll", "write_results"]

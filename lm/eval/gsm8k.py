@@ -1,0 +1,110 @@
+"""GSM8K (Cobbe et al. 2021): grade-school maths word problems, scored by exact match of the final number.
+
+    problems = load_gsm8k(data_dir / "gsm8k" / "test.jsonl")        # [{"question", "answer"}, ...]
+    result = evaluate_gsm8k(params, config, tokenizer, data_dir / "gsm8k", shots=5, limit=200)
+
+Plain prompts are k solved training problems, "Question: ...\\nAnswer: <worked
+solution ending in #### N>", separated by blank lines, then "Question:
+...\\nAnswer:"; generation stops at a blank line or "Question:". With
+`chat=True` (instruction models) the same k problems become user/assistant
+turns of the tokenizer's chat template and the question is the last user
+turn. The final answer is pulled out of the completion and compared with the
+gold number by the alignment verifier (`lm.align.verifiers`), the same one
+that rewards RL training, so an evaluation number and a training reward
+always agree on what counts as correct.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lm.eval.generation import generate_until
+from lm.inference.sampling import SamplingConfig
+from lm.model import ModelConfig
+
+PLAIN_STOP = ("Question:", "\n\n")
+CHAT_STOP = ("Question:",)
+
+
+def load_gsm8k(path: str | Path) -> list[dict]:
+    """Problems from a JSONL file of {"question", "answer"} lines (the answer ends in "#### N")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GSM8K file {str(path)!r} not found; --data-dir must hold gsm8k/{{train,test}}.jsonl "
+                                "(e.g. ../shared/data/corpora/a5_eval_data)")
+    problems = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not {"question", "answer"} <= set(row) or "####" not in row["answer"]:
+                raise ValueError(f"{path}:{i + 1}: expected {{'question', 'answer'}} with '#### N' in the answer")
+            problems.append({"question": row["question"], "answer": row["answer"], "index": i})
+    return problems
+
+
+def gold_number(answer: str) -> str:
+    """The number after '####' in a GSM8K reference solution, commas removed."""
+    return answer.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def plain_prompt(question: str, shots: list[dict]) -> str:
+    solved = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in shots)
+    return f"{solved}Question: {question}\nAnswer:"
+
+
+def chat_messages(question: str, shots: list[dict]) -> list[dict]:
+    turns = []
+    for s in shots:
+        turns += [{"role": "user", "content": s["question"]}, {"role": "assistant", "content": s["answer"]}]
+    return turns + [{"role": "user", "content": question}]
+
+
+def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` in the tokenizer's chat template, ending with the assistant's turn opener."""
+    if not hasattr(tokenizer, "apply_chat_template"):
+        raise ValueError("this tokenizer has no chat template; run without --chat (plain k-shot prompts)")
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    return tokenizer.encode(out) if isinstance(out, str) else [int(t) for t in out]
+
+
+def score(completion: str, gold: str) -> tuple[str | None, bool]:
+    """(the number extracted from `completion` or None, whether it equals `gold`) by the alignment verifier."""
+    from lm.align.verifiers import extract_answer, gsm8k_reward
+
+    return extract_answer(completion), gsm8k_reward(completion, gold) == 1.0
+
+
+def evaluate_gsm8k(params, config: ModelConfig, tokenizer, gsm8k_dir: str | Path, split: str = "test",
+                   shots: int = 5, limit: int | None = None, chat: bool = False,
+                   sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=256),
+                   batch_size: int = 8, progress: bool = False) -> dict:
+    """Generate an answer for each of the first `limit` problems of `split`; returns
+    {"accuracy", "n", "correct", "extracted" (completions with a number found), "records"}."""
+    gsm8k_dir = Path(gsm8k_dir)
+    if shots < 0:
+        raise ValueError(f"shots must be >= 0, got {shots}")
+    problems = load_gsm8k(gsm8k_dir / f"{split}.jsonl")[:limit]
+    shot_pool = load_gsm8k(gsm8k_dir / "train.jsonl")[:shots] if shots else []
+    if len(shot_pool) < shots:
+        raise ValueError(f"only {len(shot_pool)} training problems for {shots} shots")
+    if chat:
+        prompts = [chat_ids(tokenizer, chat_messages(p["question"], shot_pool)) for p in problems]
+        texts = [tokenizer.decode(p) for p in prompts]
+    else:
+        texts = [plain_prompt(p["question"], shot_pool) for p in problems]
+        prompts = [tokenizer.encode(t) for t in texts]
+    completions = generate_until(params, config, tokenizer, prompts, sampling, CHAT_STOP if chat else PLAIN_STOP,
+                                 batch_size, progress=progress, desc=f"gsm8k {split}")
+    records = []
+    for p, text, completion in zip(problems, texts, completions):
+        gold = gold_number(p["answer"])
+        pred, correct = score(completion, gold)
+        records.append({"index": p["index"], "question": p["question"], "prompt": text, "prediction": completion,
+                        "extracted": pred, "gold": gold, "correct": correct})
+    n = len(records)
+    correct = sum(r["correct"] for r in records)
+    return {"accuracy": correct / n if n else 0.0, "n": n, "correct": correct,
+            "extracted": sum(r["extracted"] is not None for r in records), "records": records}

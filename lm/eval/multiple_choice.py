@@ -1,0 +1,76 @@
+"""Multiple-choice scoring by the log-likelihood of each answer given the prompt.
+
+    ex = Choice(prompt="Question: 2 + 2 =\\nAnswer:", choices=[" 3", " 4"], gold=1)
+    result = evaluate_choices(params, config, tokenizer, [ex])
+    result["acc"], result["acc_norm"], result["records"][0]["pred"]
+
+`acc` picks the answer with the highest total log-probability; `acc_norm`
+divides each answer's log-probability by its length in UTF-8 bytes first (as
+lm-evaluation-harness's acc_norm does), so that long answers are not
+penalised for having more tokens. Prompt and answer are tokenized separately
+and concatenated, so the scored tokens are exactly the answer's own tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from lm.eval.scoring import score_continuations
+from lm.model import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One multiple-choice example: a prompt, the answer texts, the index of the right one."""
+
+    prompt: str
+    choices: tuple[str, ...]
+    gold: int
+    meta: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "choices", tuple(self.choices))
+        if len(self.choices) < 2:
+            raise ValueError(f"a multiple-choice example needs at least 2 choices, got {len(self.choices)}")
+        if not 0 <= self.gold < len(self.choices):
+            raise ValueError(f"gold index {self.gold} is outside the {len(self.choices)} choices")
+
+
+def pick(logprobs: Sequence[float], lengths: Sequence[int] | None = None) -> int:
+    """Index of the best choice (log-probs divided by lengths if given); ties go to the first."""
+    scores = np.asarray(logprobs, np.float64)
+    if lengths is not None:
+        scores = scores / np.maximum(np.asarray(lengths, np.float64), 1)
+    return int(np.argmax(scores))
+
+
+def evaluate_choices(params, config: ModelConfig, tokenizer, examples: Sequence[Choice], batch_size: int = 8,
+                     progress: bool = False, desc: str = "multiple choice") -> dict:
+    """Score every choice of every example; returns {"acc", "acc_norm", "n", "records"}.
+
+    Each record: prompt, choices, gold, pred, pred_norm, correct, correct_norm, logprobs, tokens.
+    """
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    requests = []
+    for i, ex in enumerate(examples):
+        ctx = tokenizer.encode(ex.prompt)
+        conts = [tokenizer.encode(c) for c in ex.choices]
+        if not ctx or any(not c for c in conts):
+            raise ValueError(f"example {i}: the prompt and every choice must encode to at least one token")
+        requests.append((ctx, conts))
+    scores = score_continuations(params, config, requests, batch_size, progress, desc)
+    records = []
+    for ex, sc in zip(examples, scores):
+        lps = [s[0] for s in sc]
+        pred = pick(lps)
+        pred_norm = pick(lps, [len(c.encode("utf-8")) for c in ex.choices])
+        records.append({**ex.meta, "prompt": ex.prompt, "choices": list(ex.choices), "gold": ex.gold,
+                        "pred": pred, "pred_norm": pred_norm, "correct": pred == ex.gold,
+                        "correct_norm": pred_norm == ex.gold, "logprobs": lps, "tokens": [s[1] for s in sc]})
+    n = len(records)
+    return {"acc": sum(r["correct"] for r in records) / n, "acc_norm": sum(r["correct_norm"] for r in records) / n,
+            "n": n, "records": records}

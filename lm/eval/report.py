@@ -1,0 +1,49 @@
+"""Writing results: `results.json` (metrics and settings), `records.jsonl` (one line per example)
+and `results.md` (a short Markdown table), all in one output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def markdown_table(result: dict) -> str:
+    """A short Markdown summary of an evaluation result (as returned by `experiments.eval.evaluate`)."""
+    task, m = result["task"], result["metrics"]
+    head = f"**{result['model']}** on **{task}**"
+    rows: list[tuple[str, str]]
+    if task == "perplexity":
+        bpb = m["bits_per_byte"]
+        rows = [("scored tokens", f"{m['tokens']:,}"), ("mean NLL (nats/token)", f"{m['mean_nll']:.4f}"),
+                ("perplexity", f"{m['perplexity']:.3f}"), ("bits per byte", "-" if bpb is None else f"{bpb:.4f}"),
+                ("context / stride", f"{m['context']} / {m['stride']}")]
+    elif task == "mmlu":
+        rows = [("questions / subjects", f"{m['n']} / {m['subjects']}"), ("macro accuracy", _pct(m["macro_acc"])),
+                ("micro accuracy", _pct(m["micro_acc"])), ("macro acc_norm", _pct(m["macro_acc_norm"])),
+                ("micro acc_norm", _pct(m["micro_acc_norm"]))]
+    else:
+        rows = [("problems", str(m["n"])), ("exact match", _pct(m["accuracy"])),
+                ("answers extracted", f"{m['extracted']} / {m['n']}")]
+    lines = [head, "", "| metric | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)]
+    if task == "mmlu":
+        lines += ["", "| subject | n | acc | acc_norm |", "|---|---:|---:|---:|"]
+        lines += [f"| {s} | {v['n']} | {_pct(v['acc'])} | {_pct(v['acc_norm'])} |"
+                  for s, v in m["per_subject"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict, out_dir: str | Path) -> Path:
+    """Write results.json, records.jsonl and results.md under `out_dir`; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in result.items() if k != "records"}
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    with (out / "records.jsonl").open("w", encoding="utf-8") as f:
+        for r in result.get("records", []):
+            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    (out / "results.md").write_text(markdown_table(result))
+    return out
