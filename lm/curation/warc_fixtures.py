@@ -80,6 +80,48 @@ def debian_pages(roots: dict[str, Path] | None = None) -> Iterator[tuple[str, Pa
             yield f"https://docs.example/{name}/{rel.as_posix()}", f, lang
 
 
+def english_counterpart(path: Path) -> Path | None:
+    """The English original of a translated handbook or reference page, if installed."""
+    parts = path.parts
+    if "debian-handbook" in parts:
+        i = parts.index("html") + 1
+        en = Path(*parts[:i], "en-US", *parts[i + 1:])
+    else:
+        en = path.with_name(_REF_LANG.sub(".en.html", path.name))
+    return en if en.is_file() and en != path else None
+
+
+def labelled_debian_texts(per_lang: int = 12, seed: int = 0) -> list[dict]:
+    """Sampled pages per folder language: {"lang", "text", "untranslated"}.
+
+    Folder labels are noisy: many translations are partial, so a page in, say, the Danish folder
+    may be English text. `untranslated` marks pages whose text is mostly the same as their English
+    original (word 3-gram Jaccard >= 0.5), so accuracy can be reported with and without them.
+    Norwegian Bokmål folders (nb) are labelled "no", the code lid.176 uses.
+    """
+    from collections import defaultdict
+
+    from lm.curation.extract import extract_text
+    from lm.curation.minhash import jaccard, shingle_set
+
+    groups = defaultdict(list)
+    for _, f, lang in debian_pages():
+        groups[{"nb": "no"}.get(lang, lang)].append(f)
+    rng, out = random.Random(seed), []
+    for lang, files in sorted(groups.items()):
+        for f in rng.sample(files, min(per_lang, len(files))):
+            text, reason = extract_text(f.read_bytes(), "text/html", "utf-8")
+            if reason:
+                continue
+            en = english_counterpart(f) if lang != "en" else None
+            same = False
+            if en is not None:
+                en_text, _ = extract_text(en.read_bytes(), "text/html", "utf-8")
+                same = jaccard(shingle_set(text, 3), shingle_set(en_text, 3)) >= 0.5
+            out.append({"lang": lang, "text": text, "untranslated": same})
+    return out
+
+
 def debian_available() -> bool:
     return any(r.is_dir() for r in DEBIAN_ROOTS.values())
 
