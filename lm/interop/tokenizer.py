@@ -2,7 +2,7 @@
 
     tok = HFTokenizer.from_dir("runs/smollm2-135m-instruct")
     prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}])   # str
-    ids = tok.encode(prompt, add_special_tokens=False)
+    ids = tok.encode(prompt)                                                 # no second BOS
     text = tok.decode(ids)
     tok.special_ids        # {"<|im_end|>": 2}: the tokens that end generation
 
@@ -65,6 +65,12 @@ class HFTokenizer:
         self.special_ids: dict[str, int] = {tokenizer.id_to_token(i): i for i in dict.fromkeys(stops)}
         self.added_special_ids: dict[str, int] = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items()
                                                   if t.special}
+        self._added = {i: t.content for i, t in tokenizer.get_added_tokens_decoder().items()}
+        self._byte_of = None
+        if type(tokenizer.decoder).__name__ == "ByteLevel":
+            from lm.tokenizer.io import gpt2_bytes_to_unicode
+
+            self._byte_of = {c: b for b, c in gpt2_bytes_to_unicode().items()}
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike) -> HFTokenizer:
@@ -83,13 +89,30 @@ class HFTokenizer:
                    stops, tok_config)
 
     # ----------------------------------------------------------------- the interface
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
         """Ids of `text`. add_special_tokens: add what the tokenizer's post-processor adds (e.g. a BOS);
-        use False on a string from `apply_chat_template`, which already has them."""
+        None (default) adds them unless `text` already starts with the BOS token, as a string from
+        `apply_chat_template` does, so a chat prompt never gets two."""
+        if add_special_tokens is None:
+            add_special_tokens = not (self.bos_token and text.startswith(self.bos_token))
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def decode_bytes(self, ids) -> bytes:
+        """The raw bytes of `ids` (so a stream of ids can be decoded incrementally without splitting a
+        UTF-8 character); exact for byte-level BPE, `decode(ids).encode()` otherwise."""
+        ids = [int(i) for i in ids]
+        if self._byte_of is None:
+            return self.decode(ids).encode("utf-8")
+        out = []
+        for i in ids:
+            t = self.tokenizer.id_to_token(i)
+            if t is None:
+                raise ValueError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+            out.append(self._added[i].encode("utf-8") if i in self._added else bytes(self._byte_of[c] for c in t))
+        return b"".join(out)
 
     @property
     def vocab_size(self) -> int:
