@@ -62,6 +62,9 @@ class ModelConfig:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}; change d_model or n_heads")
         if self.sliding_window < 0 or self.n_experts < 0:
             raise ValueError("sliding_window and n_experts must be >= 0 (0 disables them)")
+        if self.norm_impl != "xla" and self.norm != "rmsnorm":
+            raise ValueError(f"norm_impl={self.norm_impl!r} is a fused RMSNorm kernel; use norm_impl='xla' "
+                             f"with norm={self.norm!r}")
         if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
             raise ValueError(f"experts_per_token={self.experts_per_token} must be in [1, n_experts={self.n_experts}]")
 

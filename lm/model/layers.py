@@ -166,8 +166,10 @@ class Embedding(nnx.Module):
 
 
 class Norm(nnx.Module):
+    """RMSNorm or LayerNorm; `config.norm_impl` picks XLA or a fused kernel (RMSNorm only) from kernels/."""
+
     def __init__(self, config: ModelConfig):
-        self.kind, self.eps = config.norm, config.norm_eps
+        self.kind, self.eps, self.impl = config.norm, config.norm_eps, config.norm_impl
         self.scale = _param(jnp.ones(config.d_model, jnp.float32), ("embed",))
         if config.norm == "layernorm":
             self.bias = _param(jnp.zeros(config.d_model, jnp.float32), ("embed",))
@@ -175,6 +177,14 @@ class Norm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.kind == "layernorm":
             return layer_norm(x, self.scale[...], self.bias[...], self.eps)
+        if self.impl == "pallas":
+            from kernels.rms_norm import rms_norm_pallas
+
+            return rms_norm_pallas(x, self.scale[...], self.eps)
+        if self.impl == "triton":
+            from kernels.rms_norm import rms_norm_triton
+
+            return rms_norm_triton(x, self.scale[...], self.eps)
         return rms_norm(x, self.scale[...], self.eps)
 
 

@@ -76,9 +76,13 @@ class Attention(nnx.Module):
         q, k, v = self.qkv(x, positions)
         impl = self.config.attention_impl
         if impl == "pallas":
-            raise NotImplementedError("attention_impl='pallas' comes with the kernels in kernels/flash_attention.py; "
-                                      "use 'xla' until then")
-        if impl == "cudnn":
+            from kernels.flash_attention import flash_attention  # imports Pallas only when asked for
+
+            # Index positions let the kernel skip hidden key blocks; explicit ones are masked as given.
+            pos = None if index_causal else positions
+            out = flash_attention(q, k, v, causal=True, window=self.config.sliding_window, k_valid=k_valid,
+                                  q_positions=pos, k_positions=pos)
+        elif impl == "cudnn":
             out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn",
                                                local_window_size=(self.config.sliding_window - 1, 0)
                                                if self.config.sliding_window else None)
