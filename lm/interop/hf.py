@@ -22,7 +22,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from lm.interop.hf_config import UnsupportedCheckpointError, config_from_hf, config_to_hf
+from lm.interop.hf_config import UnsupportedCheckpointError, check_exportable, config_from_hf, config_to_hf
 from lm.model import ModelConfig
 
 INDEX = "model.safetensors.index.json"
@@ -199,14 +199,17 @@ def save_hf(params: dict, config: ModelConfig, path: str | os.PathLike, tokenize
     """
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    check_exportable(config)
     tensors = {}
     for name, (keys, how) in name_map(config).items():
         node = params
         for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                raise KeyError(f"params lack {'/'.join(keys)} (for {name}); are they the params of this config?")
             node = node[k]
         tensors[name] = np.ascontiguousarray(_to_hf(np.asarray(node), how))
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     extra = {}
     if tokenizer is not None:
         from lm.interop.tokenizer import save_tokenizer
