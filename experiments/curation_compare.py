@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import re
 import sys
 import time
@@ -59,8 +60,8 @@ def _encode(tok, texts, path: Path) -> int:
     return int(np.load(path, mmap_mode="r").shape[0]) if s else 0
 
 
-def compare(config: CompareConfig = CompareConfig()) -> dict:
-    from experiments.pretrain import PretrainConfig, pretrain
+def _prepare(config: CompareConfig, out: Path) -> dict:
+    """WARCs, the split, curation, the shared tokenizer and the token arrays; returns sizes."""
     from lm.curation.config import CurationConfig
     from lm.curation.document import read_jsonl
     from lm.curation.extract import extract_text
@@ -68,9 +69,8 @@ def compare(config: CompareConfig = CompareConfig()) -> dict:
     from lm.curation.reading import read_warc
     from lm.curation.warc_fixtures import build_debian_warcs, write_warc
     from lm.data.embedded import write_embedded_corpus
-    from lm.tokenizer import Tokenizer, save_tokenizer, train_bpe
+    from lm.tokenizer import Tokenizer, load_tokenizer, save_tokenizer, train_bpe
 
-    out = Path(config.out)
     t0 = time.perf_counter()
     manifest = build_debian_warcs(out / "all", pages_per_shard=250, wet_shards=0)
     records = [r for f in manifest["files"] for r in read_warc(f)]
@@ -90,37 +90,48 @@ def compare(config: CompareConfig = CompareConfig()) -> dict:
         cur[name] = [d.text for p in res["clean_shards"] for d in read_jsonl(p)]
     print(f"pages: {len(split['train'])} train, {len(split['heldout'])} held out; curated train docs "
           f"{len(cur['train'])}, held-out clean docs {len(cur['heldout'])} ({time.perf_counter() - t0:.0f} s)")
-
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
         vocab, merges = train_bpe(write_embedded_corpus(out / "embedded.txt"), config.vocab_size, [EOT],
                                   progress=False)
         save_tokenizer(Tokenizer(vocab, merges, [EOT]), tok_dir)
-    from lm.tokenizer import load_tokenizer
-
     tok = load_tokenizer(tok_dir)
-    rows = {}
+    prep = {"pages_train": len(split["train"]), "pages_heldout": len(split["heldout"]),
+            "val_docs": len(cur["heldout"])}
     for name, texts in (("unfiltered", unfiltered), ("curated", cur["train"])):
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
         save_tokenizer(tok, d)
-        n_train = _encode(tok, texts, d / "train.npy")
-        _encode(tok, cur["heldout"], d / "val.npy")
+        prep[name] = {"docs": len(texts), "chars": sum(map(len, texts)), "train_tokens": _encode(tok, texts, d / "train.npy")}
+        prep["val_tokens"] = _encode(tok, cur["heldout"], d / "val.npy")
+    return prep
+
+
+def compare(config: CompareConfig = CompareConfig()) -> dict:
+    from experiments.pretrain import PretrainConfig, pretrain
+
+    out = Path(config.out)
+    prep_file = out / "prep.json"
+    if prep_file.is_file():  # data already prepared by an earlier run: train only
+        prep = json.loads(prep_file.read_text())
+    else:
+        prep = _prepare(config, out)
+        prep_file.write_text(json.dumps(prep, indent=1))
+    rows = {}
+    for name in ("unfiltered", "curated"):
         t = time.perf_counter()
-        r = pretrain(PretrainConfig(tokens=str(d), steps=config.steps, eval_every=config.steps,
-                                    save_every=config.steps, eval_batches=0, out=str(out / "runs"), name=name,
-                                    sample_tokens=0))
-        rows[name] = {"docs": len(texts), "chars": sum(map(len, texts)), "train_tokens": n_train,
-                      "val_loss": r["val_loss"], "val_perplexity": r["val_perplexity"],
+        r = pretrain(PretrainConfig(tokens=str(out / name), steps=config.steps, eval_every=config.steps,
+                                    save_every=config.steps, eval_batches=0, out=str(out / "runs"),
+                                    name=f"{name}-{config.steps}", sample_tokens=0))
+        rows[name] = {**prep[name], "val_loss": r["val_loss"], "val_perplexity": r["val_perplexity"],
                       "seconds": time.perf_counter() - t}
     table = ["| training text | documents | characters | train tokens | held-out clean loss | perplexity | train time |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         table.append(f"| {name} | {r['docs']:,} | {r['chars']:,} | {r['train_tokens']:,} | {r['val_loss']:.3f} | "
                      f"{r['val_perplexity']:.1f} | {r['seconds']:.0f} s |")
-    result = {"rows": rows, "table": "\n".join(table), "steps": config.steps,
-              "val_docs": len(cur["heldout"])}
-    return result
+    return {"rows": rows, "table": "\n".join(table), "steps": config.steps, "val_docs": prep["val_docs"],
+            "val_tokens": prep["val_tokens"]}
 
 
 def main(argv=None) -> int:
