@@ -104,6 +104,19 @@ def test_bfloat16_load(tmp_path):
     assert np.abs(ours(params, config) - ref).max() < 0.05 * np.abs(ref).max()
 
 
+def test_bfloat16_checkpoint_loads_as_float32(tmp_path):
+    """Checkpoints stored in bf16 (as most are) widen exactly to float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kind, overrides = CASES["llama-gqa-untied"]
+    hf_model(kind, **overrides).to(torch.bfloat16).save_pretrained(tmp_path)
+    params, config, _ = load_hf(tmp_path)
+    assert all(x.dtype == jnp.float32 for x in jax_leaves(params))
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    np.testing.assert_allclose(ours(params, config), hf_logits(ref, TOKENS), rtol=0, atol=ATOL)
+
+
 def test_greedy_generation_matches_transformers(tmp_path):
     """20 greedy tokens through lm.inference (KV cache, left-padded batch) equal transformers' generate."""
     import torch
