@@ -118,9 +118,10 @@ def compare(config: CompareConfig = CompareConfig()) -> dict:
         prep = _prepare(config, out)
         prep_file.write_text(json.dumps(prep, indent=1))
     rows = {}
+    optim = dataclasses.replace(PretrainConfig().optim, warmup_steps=max(1, config.steps // 10))
     for name in ("unfiltered", "curated"):
         t = time.perf_counter()
-        r = pretrain(PretrainConfig(tokens=str(out / name), steps=config.steps, eval_every=config.steps,
+        r = pretrain(PretrainConfig(tokens=str(out / name), steps=config.steps, optim=optim, eval_every=config.steps,
                                     save_every=config.steps, eval_batches=0, out=str(out / "runs"),
                                     name=f"{name}-{config.steps}", sample_tokens=0))
         rows[name] = {**prep[name], "val_loss": r["val_loss"], "val_perplexity": r["val_perplexity"],
