@@ -22,14 +22,16 @@ checked in tests/kernels.
 
 Backends. On a GPU the kernels compile with Pallas's Triton backend, chosen explicitly with
 `pallas.triton.CompilerParams` because jax 0.10 already defaults Pallas on GPU to Mosaic GPU.
-jax 0.11 deprecates the Triton backend (it still works, with a warning) in favour of Mosaic
-GPU, which only targets Hopper and later and has a different programming model (warpgroup
-`plgpu.kernel`s, explicit shared-memory pipelining, no masked pointer loads). The path
-forward: keep this Triton kernel as the portable baseline while it ships, and port the
-forward/backward to a Mosaic GPU `plgpu.kernel` (same tiling, same base-2 online softmax and
-LSE residual, so `reference_attention` and the tests carry over unchanged) before the Triton
-backend is removed. On CPU the kernels run in Pallas interpret mode (slow, exact): that is how
-they are tested on machines without a GPU.
+jax 0.11 deprecates that Triton backend (still shipped, to be removed in a later release) in
+favour of Mosaic GPU, which targets Hopper and later only and has a different programming
+model (warpgroup `plgpu.kernel`s, explicit shared-memory pipelining with barriers, no masked
+pointer loads). The path forward, in order: keep this kernel as the portable baseline while
+the Triton backend ships (nothing here is specific to 0.10 or 0.11); port forward and backward
+to a Mosaic GPU kernel with the same tiling, base-2 online softmax and LSE residual, so that
+`reference_attention`, the custom_vjp wiring and tests/kernels carry over unchanged; or, to
+stay on Triton after the removal, write the kernel in Triton itself and call it through
+jax-triton, as kernels/rms_norm_triton.py does for RMSNorm. On CPU the kernels run in Pallas
+interpret mode (slow, exact): that is how they are tested on machines without a GPU.
 """
 
 from __future__ import annotations
