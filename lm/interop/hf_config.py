@@ -71,9 +71,10 @@ def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
         raise _unsupported(f"head_dim={head_dim} with {heads} heads != hidden_size={d} "
                            "(our head_dim is d_model / n_heads)")
     theta = rope_theta_from_hf(hf)
+    kv = hf.get("num_key_value_heads") or heads
     return ModelConfig(
         vocab_size=hf["vocab_size"], context_length=hf.get("max_position_embeddings", 2048), d_model=d,
-        n_layers=hf["num_hidden_layers"], n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads,
+        n_layers=hf["num_hidden_layers"], n_heads=heads, n_kv_heads=0 if kv == heads else kv,
         d_ff=hf["intermediate_size"], rope_theta=theta, norm="rmsnorm", norm_position="pre",
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="swiglu", positions="rope",
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)), qkv_bias=kind == "qwen2",
@@ -115,5 +116,8 @@ def config_to_hf(config: ModelConfig, **extra) -> dict:
 
 def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
     """Equal up to dtypes and kernel choices (what a round trip through config.json can keep)."""
-    ignore = {"dtype": "float32", "param_dtype": "float32", "attention_impl": "xla", "norm_impl": "xla"}
-    return dataclasses.replace(a, **ignore) == dataclasses.replace(b, **ignore)
+    def key(c: ModelConfig) -> ModelConfig:
+        return dataclasses.replace(c, dtype="float32", param_dtype="float32", attention_impl="xla", norm_impl="xla",
+                                   n_kv_heads=c.kv_heads)
+
+    return key(a) == key(b)

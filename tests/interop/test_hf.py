@@ -145,4 +145,5 @@ def test_config_dtype_is_validated(saved):
 def test_same_architecture_ignores_dtypes():
     a = ModelConfig()
     assert same_architecture(a, dataclasses.replace(a, dtype="bfloat16", param_dtype="bfloat16"))
+    assert same_architecture(a, dataclasses.replace(a, n_kv_heads=a.n_heads))  # 0 means n_heads
     assert not same_architecture(a, dataclasses.replace(a, qkv_bias=True))

@@ -113,10 +113,9 @@ def test_bos_added_once(ours, tmp_path):
     assert tok.encode("hi", add_special_tokens=False) == ours.encode("hi")
 
 
-def test_save_hf_with_our_tokenizer_and_generate(ours, tmp_path):
-    """A model exported with our tokenizer reloads with an HFTokenizer that lm.inference.generate drives."""
-    from lm.inference import SamplingConfig, generate
-
+def test_save_hf_with_our_tokenizer(ours, tmp_path):
+    """A model exported with our tokenizer reloads with an HFTokenizer that encodes, decodes and stops alike
+    (generation through it is checked in test_cli.py and test_smollm2.py)."""
     config = ModelConfig(vocab_size=ours.vocab_size, context_length=64, d_model=32, n_layers=1, n_heads=2, d_ff=64)
     params = random_params(config, 0)
     save_hf(params, config, tmp_path, tokenizer=ours)
@@ -124,10 +123,10 @@ def test_save_hf_with_our_tokenizer_and_generate(ours, tmp_path):
     assert hf["eos_token_id"] == [ours.special_ids[s] for s in SPECIALS]
     params2, config2, tok = load_hf(tmp_path)
     assert isinstance(tok, HFTokenizer) and tok.special_ids == ours.special_ids
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=8)
-    a = generate(params, config, ours, ["Hello", "The cat"], sampling)
-    b = generate(params2, config2, tok, ["Hello", "The cat"], sampling)
-    assert a == b and all(isinstance(t, str) for t in b)
+    assert config2 == config
+    np.testing.assert_array_equal(params2["block_0"]["attn"]["wq"], params["block_0"]["attn"]["wq"])
+    for text in TEXTS:
+        assert tok.encode(text) == ours.encode(text) and tok.decode(ours.encode(text)) == text
 
 
 def test_missing_tokenizer_json(tmp_path):
