@@ -144,6 +144,7 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
     path = Path(path)
     config = config_from_hf(read_config(path), dtype)
     wanted = name_map(config)
+    expected = _our_shapes(config)
     params: dict = {}
     unexpected = []
     for file in _shard_files(path):
@@ -155,6 +156,10 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
                     unexpected.append(name)
                     continue
                 keys, how = wanted.pop(name)
+                got, want = tuple(f.get_slice(name).get_shape()), _hf_shape(expected[keys], how)
+                if got != want:
+                    raise ValueError(f"checkpoint {path}: tensor {name} has shape {got}, but config.json implies "
+                                     f"{want}; the weights and config.json do not belong together")
                 x = _as_dtype(_to_ours(f.get_tensor(name), how, config), dtype)
                 node = params
                 for k in keys[:-1]:
@@ -168,7 +173,6 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
         raise UnsupportedCheckpointError(
             f"checkpoint {path} has {len(unexpected)} tensor(s) this model has no place for, e.g. "
             f"{sorted(unexpected)[:5]}; loading without them would change the model's output")
-    _check_shapes(params, config, path)
     tok = None
     if tokenizer and (path / "tokenizer.json").is_file():
         from lm.interop.tokenizer import HFTokenizer
@@ -177,16 +181,27 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
     return params, config, tok
 
 
-def _check_shapes(params: dict, config: ModelConfig, path: Path) -> None:
+def _our_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Path in our params -> shape, from the model's abstract (never allocated) parameters."""
     from lm.model.transformer import _abstract
 
-    want = nnx.to_pure_dict(_abstract(config)[1])
-    bad = []
-    jax.tree.map_with_path(lambda p, a, b: bad.append((jax.tree_util.keystr(p), a.shape, b.shape))
-                           if a.shape != b.shape else None, want, params)
-    if bad:
-        p, expected, got = bad[0]
-        raise ValueError(f"checkpoint {path}: tensor for {p} has shape {got}, but config.json implies {expected}")
+    shapes = {}
+    jax.tree.map_with_path(lambda p, a: shapes.__setitem__(tuple(k.key for k in p), tuple(a.shape)),
+                           nnx.to_pure_dict(_abstract(config)[1]))
+    return shapes
+
+
+def _hf_shape(ours: tuple[int, ...], how: str) -> tuple[int, ...]:
+    """The HF tensor shape that `_to_ours(how)` turns into `ours`."""
+    if how == "T":
+        return ours[::-1]
+    if how == "in_heads":  # ours [d, heads, hd]
+        return (ours[1] * ours[2], ours[0])
+    if how == "heads_out":  # ours [heads, hd, d]
+        return (ours[2], ours[0] * ours[1])
+    if how == "heads":
+        return (ours[0] * ours[1],)
+    return ours
 
 
 def save_hf(params: dict, config: ModelConfig, path: str | os.PathLike, tokenizer=None,

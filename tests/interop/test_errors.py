@@ -88,6 +88,12 @@ def test_index_listing_an_absent_shard(tmp_path):
         load_hf(tmp_path)
 
 
+def test_attention_shape_mismatch(ckpt):
+    edit_config(ckpt, num_key_value_heads=4)
+    with pytest.raises(ValueError, match=r"k_proj.weight has shape \(24, 48\).*implies \(48, 48\)"):
+        load_hf(ckpt)
+
+
 def test_unexpected_tensor_is_refused(ckpt):
     """An o_proj bias the config does not declare would be silently dropped: refuse instead."""
     edit_tensors(ckpt, add={"model.layers.0.self_attn.o_proj.bias": np.zeros(48, np.float32)})
@@ -97,7 +103,7 @@ def test_unexpected_tensor_is_refused(ckpt):
 
 def test_shape_mismatch(ckpt):
     edit_config(ckpt, intermediate_size=64)
-    with pytest.raises(ValueError, match=r"mlp.*w1.*shape \(48, 80\).*\(48, 64\)"):
+    with pytest.raises(ValueError, match=r"mlp\.(down|gate|up)_proj\.weight has shape \((80, 48|48, 80)\).*implies \((64, 48|48, 64)\)"):
         load_hf(ckpt)
 
 
