@@ -121,21 +121,29 @@ def _perplexity_ids(config: EvalConfig, tokenizer):
     """(token ids to score, bytes of the scored text) for --data, --holdout and --bos."""
     import numpy as np
 
+    from lm.eval.tokens import encode, text_bytes
+
     path = config.data_path()
     if path.suffix == ".npy":
         ids = np.load(path, mmap_mode="r")
         ids = np.asarray(ids[int(len(ids) * (1 - config.holdout)):] if config.holdout else ids, np.int64)
         bos = []
     else:
-        ids = np.asarray(tokenizer.encode(path.read_text(encoding="utf-8")), np.int64)
+        ids = np.asarray(encode(tokenizer, path.read_text(encoding="utf-8"), add_special_tokens=False), np.int64)
         ids = ids[int(len(ids) * (1 - config.holdout)):] if config.holdout else ids
-        bos = [tokenizer.special_ids[config.bos]] if config.bos in getattr(tokenizer, "special_ids", {}) else []
+        bos_id = _token_id(tokenizer, config.bos)
+        bos = [] if bos_id is None else [bos_id]
     ids = np.concatenate([np.asarray(bos, np.int64), ids])
-    n_bytes = None
-    if tokenizer is not None:  # special tokens mark documents; only text bytes count
-        special = set(getattr(tokenizer, "special_ids", {}).values())
-        n_bytes = len(tokenizer.decode_bytes([int(t) for t in ids[1:] if int(t) not in special]))
-    return ids, n_bytes
+    return ids, None if tokenizer is None else text_bytes(tokenizer, ids[1:])
+
+
+def _token_id(tokenizer, token: str) -> int | None:
+    """The id of special token `token`, or None if empty or unknown to the tokenizer."""
+    if not token:
+        return None
+    if token in getattr(tokenizer, "special_ids", {}):
+        return tokenizer.special_ids[token]
+    return tokenizer.token_id(token) if hasattr(tokenizer, "token_id") else None
 
 
 def evaluate(config: EvalConfig, model=None) -> dict:

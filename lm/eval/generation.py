@@ -7,7 +7,7 @@ Prompts are batched in order of length (left-padded by the engine, so padding
 never changes a row's tokens) and each batch decodes on the device a `chunk`
 of tokens at a time; between chunks the host checks the stop strings and ends
 the batch as soon as every row has stopped. A row also ends at any of the
-tokenizer's special tokens (end of text, end of turn). Each text is cut
+tokenizer's special tokens (end of text, end of turn, ...). Each text is cut
 before its first stop string. Batch i samples with seed `sampling.seed + i`,
 so the same seed and batch size give the same texts.
 """
@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from lm.eval.scoring import _progress
+from lm.eval.tokens import special_ids
 from lm.inference.generate import stop_ids_for, stream_ids
 from lm.inference.sampling import SamplingConfig
 from lm.model import ModelConfig
@@ -35,7 +36,8 @@ def generate_until(params, config: ModelConfig, tokenizer, prompts: Sequence[Seq
     """Completion text for each prompt (token ids), cut at the first stop string."""
     if batch_size < 1 or chunk < 1:
         raise ValueError(f"batch_size and chunk must be >= 1, got {batch_size} and {chunk}")
-    sampling = stop_ids_for(tokenizer, sampling)
+    stops = (*stop_ids_for(tokenizer, sampling).stop_ids, *sorted(special_ids(tokenizer)))
+    sampling = dataclasses.replace(sampling, stop_ids=tuple(dict.fromkeys(stops)))  # any special token ends a row
     keep = config.context_length - 1  # the engine needs room for at least one new token
     prompts = [list(p)[-keep:] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from lm.eval.generation import generate_until
+from lm.eval.tokens import encode
 from lm.inference.sampling import SamplingConfig
 from lm.model import ModelConfig
 
@@ -67,7 +68,7 @@ def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
     if not hasattr(tokenizer, "apply_chat_template"):
         raise ValueError("this tokenizer has no chat template; run without --chat (plain k-shot prompts)")
     out = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    return tokenizer.encode(out) if isinstance(out, str) else [int(t) for t in out]
+    return encode(tokenizer, out, add_special_tokens=False) if isinstance(out, str) else [int(t) for t in out]
 
 
 def score(completion: str, gold: str) -> tuple[str | None, bool]:
@@ -95,7 +96,7 @@ def evaluate_gsm8k(params, config: ModelConfig, tokenizer, gsm8k_dir: str | Path
         texts = [tokenizer.decode(p) for p in prompts]
     else:
         texts = [plain_prompt(p["question"], shot_pool) for p in problems]
-        prompts = [tokenizer.encode(t) for t in texts]
+        prompts = [encode(tokenizer, t) for t in texts]
     completions = generate_until(params, config, tokenizer, prompts, sampling, CHAT_STOP if chat else PLAIN_STOP,
                                  batch_size, progress=progress, desc=f"gsm8k {split}")
     records = []

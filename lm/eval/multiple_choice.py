@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lm.eval.scoring import score_continuations
+from lm.eval.tokens import encode
 from lm.model import ModelConfig
 
 
@@ -57,8 +58,8 @@ def evaluate_choices(params, config: ModelConfig, tokenizer, examples: Sequence[
         raise ValueError("no examples to evaluate")
     requests = []
     for i, ex in enumerate(examples):
-        ctx = tokenizer.encode(ex.prompt)
-        conts = [tokenizer.encode(c) for c in ex.choices]
+        ctx = encode(tokenizer, ex.prompt)
+        conts = [encode(tokenizer, c, add_special_tokens=False) for c in ex.choices]
         if not ctx or any(not c for c in conts):
             raise ValueError(f"example {i}: the prompt and every choice must encode to at least one token")
         requests.append((ctx, conts))

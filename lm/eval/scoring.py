@@ -4,14 +4,17 @@
     out[i][j] -> (log p(cont_j | context_i) summed over its tokens, tokens, every token greedy)
     nll, count = window_nll(params, config, tokens, valid, scored)   # perplexity windows
 
-Each request's context is read once: contexts are left-padded into a batch and
+Each context is read once: contexts are left-padded into a batch and
 prefilled into a KV cache (`lm.inference.cache.extend`, each row with its own
 positions and padding mask), and then every choice's continuation is run on
 top of that cache. So a 4-way multiple-choice question costs one context pass
-plus four short continuation passes, and padding never changes a score: pad
-slots are masked out of attention and real tokens keep positions 0, 1, ...
-Contexts too long for the model lose tokens from the left (as in
-lm-evaluation-harness), so that context + continuation fits the context length.
+plus four short continuation passes. Contexts that start alike (k-shot prompts
+of one MMLU subject share their k solved examples) are batched together and
+the tokens they share are read once, for the whole batch, before each row's
+own rest: the same numbers at a fraction of the cost. Padding never changes
+a score: pad slots are masked out of attention and real tokens keep
+positions 0, 1, ... Contexts too long for the model lose tokens from the left
+(as in lm-evaluation-harness), so that context + continuation fits.
 """
 
 from __future__ import annotations
@@ -29,8 +32,32 @@ from lm.model import ModelConfig, forward
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]  # (context ids, [continuation ids per choice])
 
 
+MIN_SHARED = 32  # a shorter common prefix is not worth a separate pass
+
+
 def _bucket(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
+
+
+def _round_up(n: int) -> int:
+    """Pad widths to 4 sizes per octave (64, 80, 96, 112, 128, 160, ...; at least 64): at most 25%
+    padding, and few distinct shapes to compile for a large model."""
+    if n <= 64:
+        return 64
+    step = 1 << max(n.bit_length() - 3, 0)
+    return -(-n // step) * step
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own."""
+    n = min(map(len, rows)) - 1
+    first = rows[0]
+    for r in rows[1:]:
+        i = 0
+        while i < n and r[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
 
 
 def _token_logprobs(pred_logits: jax.Array, targets: jax.Array):
@@ -40,19 +67,18 @@ def _token_logprobs(pred_logits: jax.Array, targets: jax.Array):
     return lp, jnp.argmax(pred_logits, axis=-1) == targets
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _score_batch(params, ctx, ctx_len, cont, cont_len, *, config: ModelConfig):
-    """ctx int32 [b, W] left-padded, ctx_len [b]; cont int32 [b, K, T] right-padded, cont_len [b, K].
-
-    Returns (summed log-probs float32 [b, K], all-greedy bool [b, K]).
-    """
-    b, width = ctx.shape
-    t = cont.shape[2]
+def _left_padded(tokens_len: jax.Array, width: int, start: jax.Array | int = 0):
+    """(positions, valid) [b, width] for rows of `tokens_len` real tokens right-aligned in `width`
+    columns, the first real token at position `start`."""
     cols = jnp.arange(width)[None, :]
-    offset = width - ctx_len[:, None]
-    positions, valid = jnp.maximum(cols - offset, 0), cols >= offset
-    cache = init_cache(config, b, width + t)
-    last, cache = extend(params, config, cache, ctx, positions, valid, fresh=True, last_only=True)  # [b, vocab]
+    offset = width - tokens_len[:, None]
+    return start + jnp.maximum(cols - offset, 0), cols >= offset
+
+
+def _choices(params, config: ModelConfig, cache, last, ctx_len, cont, cont_len):
+    """Score continuations cont [b, K, T] (right-padded, cont_len [b, K]) after contexts already in
+    `cache`, whose last logits are `last` [b, vocab] and lengths ctx_len [b]."""
+    t = cont.shape[2]
     steps = jnp.arange(t)[None, :]
 
     def choice(args):
@@ -70,6 +96,35 @@ def _score_batch(params, ctx, ctx_len, cont, cont_len, *, config: ModelConfig):
     return lps.T, greedy.T
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
+def _score_batch(params, ctx, ctx_len, cont, cont_len, *, config: ModelConfig):
+    """ctx int32 [b, W] left-padded, ctx_len [b]; cont int32 [b, K, T] right-padded, cont_len [b, K].
+
+    Returns (summed log-probs float32 [b, K], all-greedy bool [b, K]).
+    """
+    b, width = ctx.shape
+    positions, valid = _left_padded(ctx_len, width)
+    cache = init_cache(config, b, width + cont.shape[2])
+    last, cache = extend(params, config, cache, ctx, positions, valid, fresh=True, last_only=True)  # [b, vocab]
+    return _choices(params, config, cache, last, ctx_len, cont, cont_len)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _score_shared(params, prefix, prefix_len, suffix, suffix_len, cont, cont_len, *, config: ModelConfig):
+    """Contexts that start with one shared prefix: prefix int32 [1, P] left-padded (prefix_len real
+    tokens), each row's rest suffix int32 [b, S] left-padded (suffix_len [b], at least 1), then
+    continuations as in `_score_batch`. The prefix is read once and its cache copied to every row."""
+    b, width = suffix.shape
+    pos, valid = _left_padded(prefix_len[None], prefix.shape[1])
+    cache = init_cache(config, 1, prefix.shape[1] + width + cont.shape[2])
+    _, cache = extend(params, config, cache, prefix, pos, valid, fresh=True, last_only=True)
+    rows = lambda x, axis: jnp.repeat(x, b, axis=axis)  # noqa: E731
+    cache = cache._replace(k=rows(cache.k, 1), v=rows(cache.v, 1), pos=rows(cache.pos, 0), valid=rows(cache.valid, 0))
+    pos, valid = _left_padded(suffix_len, width, prefix_len)
+    last, cache = extend(params, config, cache, suffix, pos, valid, last_only=True)
+    return _choices(params, config, cache, last, prefix_len + suffix_len, cont, cont_len)
+
+
 def _check_request(i: int, ctx: Sequence[int], conts: Sequence[Sequence[int]], config: ModelConfig):
     if not len(ctx):
         raise ValueError(f"request {i} has an empty context; give at least one token (e.g. a BOS token)")
@@ -85,18 +140,23 @@ def _check_request(i: int, ctx: Sequence[int], conts: Sequence[Sequence[int]], c
 
 
 def score_continuations(params, config: ModelConfig, requests: Sequence[Request], batch_size: int = 8,
-                        progress: bool = False, desc: str = "scoring") -> list[list[tuple[float, int, bool]]]:
+                        progress: bool = False, desc: str = "scoring",
+                        share_prefix: bool = True) -> list[list[tuple[float, int, bool]]]:
     """For each (context, continuations) request, one (log-prob sum, token count, greedy) per continuation.
 
-    `greedy` says every continuation token was the model's argmax. Requests are
-    batched in order of context length (fewer pad tokens, fewer compiled
-    shapes); results come back in the input order.
+    `greedy` says every continuation token was the model's argmax. Results come
+    back in the input order. With `share_prefix`, requests are batched in token
+    order and the tokens all contexts of a batch start with are read once;
+    otherwise they are batched by length. Both give the same numbers.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for i, (ctx, conts) in enumerate(requests):
         _check_request(i, ctx, conts, config)
-    order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
+    # Truncation depends on the request alone, never on its batch-mates.
+    ctxs = [list(ctx)[-(config.context_length - max(map(len, conts))):] for ctx, conts in requests]
+    # Sorted by their tokens, neighbours share prefixes (k-shot examples); else by length, for less padding.
+    order = sorted(range(len(requests)), key=(lambda i: ctxs[i]) if share_prefix else (lambda i: len(ctxs[i])))
     out: list = [None] * len(requests)
     bar = _progress(len(requests), progress, desc)
     for s in range(0, len(order), batch_size):
@@ -104,19 +164,32 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
         k = max(len(requests[i][1]) for i in idx)
         longest = max(len(c) for i in idx for c in requests[i][1])
         t = 1 if longest == 1 else _bucket(longest, 8)
-        # Truncation depends on the request alone, never on its batch-mates.
-        ctxs = [list(requests[i][0])[-(config.context_length - max(map(len, requests[i][1]))):] for i in idx]
-        width = _bucket(max(map(len, ctxs)), 64)
-        rows = batch_size  # a fixed batch shape: the last, short batch reuses the compiled program
-        ctx = np.zeros((rows, width), np.int32)
-        ctx_len = np.ones(rows, np.int32)
-        cont = np.zeros((rows, k, t), np.int32)
-        cont_len = np.ones((rows, k), np.int32)
-        for r, (i, c) in enumerate(zip(idx, ctxs)):
-            ctx[r, width - len(c):], ctx_len[r] = c, len(c)
+        cont = np.zeros((batch_size, k, t), np.int32)  # a fixed batch size: a short last batch reuses programs
+        cont_len = np.ones((batch_size, k), np.int32)
+        for r, i in enumerate(idx):
             for j, cj in enumerate(requests[i][1]):
                 cont[r, j, : len(cj)], cont_len[r, j] = cj, len(cj)
-        lps, greedy = jax.device_get(_score_batch(params, ctx, ctx_len, cont, cont_len, config=config))
+        rows = [ctxs[i] for i in idx]
+        shared = _common_prefix(rows) if share_prefix else 0
+        if shared >= MIN_SHARED:
+            prefix = np.zeros((1, _round_up(shared)), np.int32)
+            prefix[0, prefix.shape[1] - shared:] = rows[0][:shared]
+            width = _round_up(max(len(c) for c in rows) - shared)
+            suffix = np.zeros((batch_size, width), np.int32)
+            suffix_len = np.ones(batch_size, np.int32)
+            for r, c in enumerate(rows):
+                rest = c[shared:]
+                suffix[r, width - len(rest):], suffix_len[r] = rest, len(rest)
+            lps, greedy = _score_shared(params, prefix, np.int32(shared), suffix, suffix_len, cont, cont_len,
+                                        config=config)
+        else:
+            width = _round_up(max(map(len, rows)))
+            ctx = np.zeros((batch_size, width), np.int32)
+            ctx_len = np.ones(batch_size, np.int32)
+            for r, c in enumerate(rows):
+                ctx[r, width - len(c):], ctx_len[r] = c, len(c)
+            lps, greedy = _score_batch(params, ctx, ctx_len, cont, cont_len, config=config)
+        lps, greedy = jax.device_get((lps, greedy))
         for r, i in enumerate(idx):
             n = len(requests[i][1])
             out[i] = [(float(lps[r, j]), int(cont_len[r, j]), bool(greedy[r, j])) for j in range(n)]

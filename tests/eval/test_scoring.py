@@ -39,6 +39,21 @@ def test_scores_match_a_full_forward_pass_and_ignore_padding(variant):
     np.testing.assert_allclose([s[0] for s in alone[0]], [s[0] for s in batched[0]], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_shared_prompt_prefix_is_read_once_with_the_same_scores(share_prefix):
+    c = config(n_layers=2, context_length=128, sliding_window=0)
+    params = random_params(c, 6)
+    rng = np.random.default_rng(1)
+    shots = rng.integers(0, 257, 40).tolist()  # a k-shot header shared by every prompt (>= MIN_SHARED tokens)
+    requests = [(shots + rng.integers(0, 257, rng.integers(1, 9)).tolist(),
+                 [rng.integers(0, 257, rng.integers(1, 4)).tolist() for _ in range(3)]) for _ in range(5)]
+    requests.append((shots[:20] + [1, 2], [[3], [4, 5]]))  # shares only 20 tokens: its batch-mates share fewer
+    got = score_continuations(params, c, requests, batch_size=3, share_prefix=share_prefix)
+    for (ctx, conts), scores in zip(requests, got):
+        for cont, (lp, _, _) in zip(conts, scores):
+            np.testing.assert_allclose(lp, _brute(params, c, ctx, cont), rtol=1e-5, atol=1e-5)
+
+
 def test_long_context_is_cut_from_the_left():
     c = config(sliding_window=0)
     params = random_params(c, 2)
