@@ -4,6 +4,9 @@
     python -m experiments.pretrain --data tinystories.txt --preset tinystories --steps 2000
     python -m experiments.pretrain --tokens DIR          # DIR/train.npy [+ val.npy, tokenizer.json]
     python -m experiments.pretrain --name default --resume
+    python -m experiments.pretrain --parallel.fsdp -1     # shard over every device (see lm/parallel)
+    python -m experiments.pretrain --parallel.data -1 --coordinator-address host0:1234 \
+        --num-processes 2 --process-id 0                  # one of two processes (or JAX_* variables)
 
 With no data option it trains on real English that every Python carries (the
 standard library's docstrings and `pydoc_data` topics). Everything is written
@@ -50,6 +53,10 @@ class PretrainConfig(TrainConfig):
     resume: bool = dataclasses.field(default=False, metadata={"help": "continue from the run's latest checkpoint"})
     sample_prompt: str = "The "
     sample_tokens: int = 64
+    # Multi-process runs (lm.parallel.distributed); unset: JAX_COORDINATOR_ADDRESS etc. or one process.
+    coordinator_address: str = dataclasses.field(default="", metadata={"help": "host:port of process 0"})
+    num_processes: int = dataclasses.field(default=0, metadata={"help": "processes in the run (0: one, or env)"})
+    process_id: int = dataclasses.field(default=-1, metadata={"help": "this process's id (-1: from env)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -135,27 +142,41 @@ def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -
 
     from lm.config import to_dict
     from lm.inference.naive import sample_naive
+    from lm.parallel.distributed import initialize_distributed, to_host
     from lm.train import train
 
+    initialize_distributed(config.coordinator_address, config.num_processes, config.process_id)
+    main = jax.process_index() == 0
     run_dir = Path(config.out) / config.run_name
-    tok, data = load_data(config, progress)
-    if tok is not None:
+    if jax.process_count() > 1:  # process 0 tokenizes into the cache first; the others then read it
+        from jax.experimental.multihost_utils import sync_global_devices
+
+        tok, data = load_data(config, progress) if main else (None, None)
+        sync_global_devices("pretrain: data prepared")
+        tok, data = (tok, data) if main else load_data(config, progress=False)
+    else:
+        tok, data = load_data(config, progress)
+    if tok is not None and main:
         from lm.tokenizer import save_tokenizer
 
         save_tokenizer(tok, run_dir)
-    print(f"model: {config.model.num_params():,} parameters, {config.model.flops_per_token():,} FLOPs/token; "
-          f"data: {len(data.train):,} train / {len(data.val):,} validation tokens")
+    if main:
+        print(f"model: {config.model.num_params():,} parameters, {config.model.flops_per_token():,} FLOPs/token; "
+              f"data: {len(data.train):,} train / {len(data.val):,} validation tokens")
     result = train(config.train_config(), data, run_dir, resume=config.resume, progress=progress,
                    extra_config={"pretrain": {k: v for k, v in to_dict(config).items() if k not in ("model", "optim")}})
     sample = ""
     if tok is not None and config.sample_tokens:
+        params = to_host(result.state["params"]) if config.parallel.enabled else result.state["params"]
         prompt = tok.encode(config.sample_prompt) or [tok.special_ids[EOT]]
-        ids = sample_naive(result.state["params"], config.model, prompt, config.sample_tokens,
+        ids = sample_naive(params, config.model, prompt, config.sample_tokens,
                            jax.random.PRNGKey(config.seed), temperature=0.8, stop_ids=(tok.special_ids[EOT],))
         sample = config.sample_prompt + tok.decode(ids)
-        (run_dir / "sample.txt").write_text(sample)
+        if main:
+            (run_dir / "sample.txt").write_text(sample)
     summary = {"val_loss": result.final_val_loss, "val_perplexity": result.final_val_perplexity}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return {"run_dir": str(run_dir), "history": result.history, "sample": sample, "state": result.state, **summary}
 
 

@@ -41,7 +41,16 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, tokenizer: boo
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
     train_config = from_dict(TrainConfig, saved["train"])
     template = jax.eval_shape(functools.partial(init_state, train_config), jax.random.PRNGKey(0))
-    state, _, _ = restore_checkpoint(manager, template, step)
+    if train_config.parallel.pipe != 1:  # a pipeline run saves its blocks stacked (lm.parallel.pipeline)
+        from lm.parallel.pipeline import stack_state, unstack_state
+
+        try:
+            state, _, _ = restore_checkpoint(manager, jax.eval_shape(stack_state, template), step)
+            state = unstack_state(state)
+        except ValueError:  # pipe=-1 may have meant a single stage
+            state, _, _ = restore_checkpoint(manager, template, step)
+    else:
+        state, _, _ = restore_checkpoint(manager, template, step)
     manager.close()
     tok = None
     if tokenizer:

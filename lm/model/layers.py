@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lm.model.config import ModelConfig
+from lm.model.sharding import constrain
 
 MASK_VALUE = -1e30  # finite, so fully masked rows give a uniform softmax rather than NaN
 
@@ -204,7 +205,7 @@ class MLP(nnx.Module):
         h = activation_fn(self.act)(self.w1(x))
         if self.act == "swiglu":
             h = h * self.w3(x)
-        return self.w2(h)
+        return self.w2(constrain(h, ("batch", "seq", "mlp")))
 
 
 class MoE(nnx.Module):

@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from lm.model.config import ModelConfig
+from lm.model.sharding import constrain
 from lm.model.layers import (
     MLP,
     Embedding,
@@ -64,7 +65,8 @@ class Attention(nnx.Module):
         if self.config.positions == "rope":
             cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return q, k, v
+        kv = ("batch", "seq", "kv_heads", "head_dim")  # no-op unless lm.parallel is tracing
+        return constrain(q, ("batch", "seq", "heads", "head_dim")), constrain(k, kv), constrain(v, kv)
 
     def output(self, attn: jax.Array) -> jax.Array:
         """attn [b, s, heads, hd] -> [b, s, d]."""
@@ -147,11 +149,12 @@ class Transformer(nnx.Module):
         index_causal = positions is None
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
-        x = self.embed_tokens(tokens, positions)
+        residual = ("batch", "seq", "embed")  # sharding constraint, a no-op unless lm.parallel is tracing
+        x = constrain(self.embed_tokens(tokens, positions), residual)
         aux = jnp.zeros([], jnp.float32)
         for i in range(c.n_layers):
             x, a = getattr(self, f"block_{i}")(x, positions, k_valid, index_causal)
-            aux = aux + a
+            x, aux = constrain(x, residual), aux + a
         return self.logits(x), aux / c.n_layers
 
     def embed_tokens(self, tokens, positions):

@@ -35,6 +35,16 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, data_
     )
 
 
+def _restore_target(leaf) -> jax.ShapeDtypeStruct:
+    """Where a leaf comes back: the template's sharding, else this process's first device, so a
+    checkpoint written by a mesh or by several processes restores on one device too."""
+    target = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(target, "sharding", None) is None:
+        target = jax.ShapeDtypeStruct(target.shape, target.dtype,
+                                      sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    return target
+
+
 def restore_checkpoint(manager: ocp.CheckpointManager, template: Any, step: int | None = None):
     """Restore (state, data_state, config) at `step` (default: latest), or None if empty.
 
@@ -45,7 +55,7 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: Any, step: int 
     step = manager.latest_step() if step is None else step
     if step is None:
         return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    abstract = jax.tree.map(_restore_target, template)
     try:
         restored = manager.restore(
             step,

@@ -6,6 +6,7 @@ import dataclasses
 
 from lm.model import ModelConfig
 from lm.optim import OptimizerConfig
+from lm.parallel.config import ParallelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,8 @@ class TrainConfig:
     async_checkpoints: bool = True
     peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0 measures a matmul at start-up
     tensorboard: bool = False
+    # Mesh axes and collectives (`--parallel.fsdp 8`); the default is one device, unsharded.
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "grad_accum", "log_every", "save_every", "keep_checkpoints", "eval_every")

@@ -23,7 +23,7 @@ from lm.train.checkpoint import checkpoint_manager, restore_checkpoint, save_che
 from lm.train.config import TrainConfig
 from lm.train.mfu import device_peak_flops
 from lm.train.plot import plot_losses
-from lm.train.step import compiled_steps, init_state
+from lm.train.step import compiled_steps
 
 
 @dataclasses.dataclass
@@ -38,13 +38,16 @@ class TrainResult:
         return None if self.final_val_loss is None else math.exp(self.final_val_loss)
 
 
-def evaluate(params, data: np.ndarray, config: TrainConfig) -> float:
-    """Mean validation loss (nats/token) over `config.eval_batches` batches of the split."""
-    _, eval_fn = compiled_steps(config)
+def evaluate(params, data: np.ndarray, config: TrainConfig, plan=None) -> float:
+    """Mean validation loss (nats/token) over `config.eval_batches` batches of the split.
+
+    `plan` (lm.parallel.make_plan) evaluates sharded params; default: one device.
+    """
+    eval_fn, put = (compiled_steps(config)[1], np.asarray) if plan is None else (plan.eval_step, plan.put_eval_batch)
     limit = config.eval_batches or None
     total, tokens = 0.0, 0.0
     for batch in eval_batches(data, config.batch_size, config.model.context_length, limit):
-        out = eval_fn(params, batch)
+        out = eval_fn(params, put(batch))
         total += float(out["nll_sum"])
         tokens += float(out["tokens"])
     return total / tokens
@@ -84,12 +87,21 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    from lm.parallel.plan import make_plan  # here, not at the top: lm.parallel imports lm.train
+
+    plan = make_plan(config)  # one device by default; a mesh when config.parallel asks for one
+    main = jax.process_index() == 0  # only process 0 of a multi-process run writes logs
+    if plan.mesh is not None:
+        index, count = plan.rows
+        print(f"{plan.description} on {plan.mesh.size} devices; process {jax.process_index()} of "
+              f"{jax.process_count()} reads rows {index}::{count} of every batch", flush=True)
+    progress = progress and main
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manager = checkpoint_manager(run_dir / "checkpoints", config.keep_checkpoints, config.async_checkpoints)
     config_record = {"train": to_dict(config), **(extra_config or {})}
 
-    state = jax.jit(init_state, static_argnums=0)(config, jax.random.PRNGKey(config.seed))
+    state = plan.init(jax.random.PRNGKey(config.seed))
     start = 0
     if resume:
         restored = restore_checkpoint(manager, state)
@@ -98,23 +110,27 @@ def train(
         else:
             state, data_state, _ = restored
             start = int(data_state["next_index"])
-    train_fn, _ = compiled_steps(config)
+    train_fn = plan.train_step
     batches = make_train_iterator(data.train, config.batch_size, config.model.context_length, config.seed,
-                                  start_step=start, num_steps=config.steps - start)
+                                  start_step=start, num_steps=config.steps - start, shard=plan.rows)
 
     peak, peak_source = (config.peak_flops, "configured") if config.peak_flops else device_peak_flops(config.model.dtype)
+    if plan.mesh is not None and not config.peak_flops:  # the measured peak is one device's
+        peak, peak_source = peak * plan.mesh.size, f"{peak_source} x {plan.mesh.size} devices"
     flops_per_step = config.model.flops_per_token() * config.tokens_per_step
     log_path = run_dir / "metrics.jsonl"
     history: list[dict] = []
     if resume and log_path.exists():
         history = [h for h in map(json.loads, log_path.read_text().splitlines()) if h["step"] <= start]
-    log_file = open(log_path, "w")
-    tb = _tensorboard_writer(run_dir) if config.tensorboard else None
-    for h in history:
+    log_file = open(log_path, "w") if main else None
+    tb = _tensorboard_writer(run_dir) if config.tensorboard and main else None
+    for h in (history if main else ()):
         log_file.write(json.dumps(h) + "\n")
 
     def log(record: dict) -> None:
         history.append(record)
+        if log_file is None:
+            return
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
         if tb is not None:
@@ -136,7 +152,7 @@ def train(
     end = config.steps if stop_after is None else min(stop_after, config.steps)
     try:
         for step in range(start, end):
-            batch = next(batches)
+            batch = plan.put_batch(next(batches))
             state, metrics = train_fn(state, batch)
             window_tokens += config.tokens_per_step
             if pending is not None:
@@ -159,7 +175,7 @@ def train(
                     log({"step": done, **m})
                 pending = None
             if done % config.eval_every == 0 or last:
-                final_val = evaluate(state["params"], data.val, config)
+                final_val = evaluate(state["params"], data.val, config, plan)
                 log({"step": done, "val_loss": final_val, "val_perplexity": math.exp(final_val)})
                 bar.write(f"step {done}: validation loss {final_val:.4f}, perplexity {math.exp(final_val):.2f}")
             if done % config.save_every == 0 or last:
@@ -175,10 +191,13 @@ def train(
         ) from None
     finally:
         bar.close()
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
         if tb is not None:
             tb.close()
         manager.wait_until_finished()
-    plot_losses(history, run_dir / "loss.png", title=f"{run_dir.name}")
-    (run_dir / "peak_flops.json").write_text(json.dumps({"peak_flops": peak, "source": peak_source}))
+    if main:
+        plot_losses(history, run_dir / "loss.png", title=f"{run_dir.name}")
+        (run_dir / "peak_flops.json").write_text(json.dumps({"peak_flops": peak, "source": peak_source}))
+    state = plan.export(state)  # lm.train's layout (a pipeline run's stacked blocks unstacked)
     return TrainResult(run_dir=run_dir, history=history, state=state, final_val_loss=final_val)

@@ -49,8 +49,8 @@ def loss_fn(params, tokens: jax.Array, config: TrainConfig):
     return loss, metrics
 
 
-def _grads(params, batch, config: TrainConfig):
-    """Gradients averaged over `grad_accum` microbatches, run one after another."""
+def compute_grads(params, batch, config: TrainConfig):
+    """(loss, metrics, grads) averaged over `grad_accum` microbatches, run one after another."""
     grad_fn = jax.value_and_grad(functools.partial(loss_fn, config=config), has_aux=True)
     if config.grad_accum == 1:
         (loss, metrics), grads = grad_fn(params, batch)
@@ -70,8 +70,13 @@ def _grads(params, batch, config: TrainConfig):
 
 def train_step(state: TrainState, batch: jax.Array, config: TrainConfig) -> tuple[TrainState, dict]:
     """One optimizer step on int32 batch [batch_size, context_length + 1]."""
+    loss, metrics, grads = compute_grads(state["params"], batch, config)
+    return apply_gradients(state, grads, loss, metrics, config)
+
+
+def apply_gradients(state: TrainState, grads, loss, metrics: dict, config: TrainConfig) -> tuple[TrainState, dict]:
+    """The optimizer update and the step's metrics (lm.parallel calls it after its own collectives)."""
     optimizer = make_optimizer(config)
-    loss, metrics, grads = _grads(state["params"], batch, config)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     # The loss certifies the old params only; the new params' norm certifies what gets saved.

@@ -1,0 +1,159 @@
+"""GPipe pipeline parallelism: layers split into stages over the `pipe` mesh axis.
+
+The train state keeps the blocks stacked, `params["blocks"]` leaves shaped
+[n_layers, ...] and sharded over `pipe` (the rules table's "layers" axis), so
+stage s holds only layers s*L/S .. (s+1)*L/S - 1 and their optimizer state.
+Each step splits the (per data shard) batch into M microbatches and runs
+M + S - 1 ticks; at every tick each stage applies its layers to what it holds
+and passes the result to the next stage with `ppermute`. Autodiff of this
+loop is the GPipe schedule: all forwards, then all backwards in reverse, with
+the S - 1 tick bubble at each end. Stage 0 embeds, the last stage computes the
+loss; the other stages compute those too (masked out), which costs energy, not
+time, since they would otherwise wait.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec
+
+from lm.model import bind, logical_axes
+from lm.train.config import TrainConfig
+from lm.train.loss import cross_entropy
+from lm.train.step import apply_gradients, init_state
+
+BLOCKS = "blocks"
+
+
+def _block_names(params: dict) -> list[str]:
+    return sorted((k for k in params if k.startswith("block_")), key=lambda k: int(k.split("_")[1]))
+
+
+def stack_layers(params: dict) -> dict:
+    """{block_0, ..., block_{L-1}, rest} -> {"blocks": leaves [L, ...], rest}."""
+    names = _block_names(params)
+    rest = {k: v for k, v in params.items() if k not in names}
+    return {BLOCKS: jax.tree.map(lambda *xs: jnp.stack(xs), *(params[n] for n in names)), **rest}
+
+
+def unstack_layers(params: dict) -> dict:
+    """Inverse of `stack_layers`: the layout of `lm.model.init`."""
+    rest = {k: v for k, v in params.items() if k != BLOCKS}
+    n = jax.tree.leaves(params[BLOCKS])[0].shape[0]
+    return {**{f"block_{i}": jax.tree.map(lambda x: x[i], params[BLOCKS]) for i in range(n)}, **rest}
+
+
+def stacked_logical_axes(model_config) -> dict:
+    """`lm.model.logical_axes` for the stacked layout: blocks gain a leading "layers" axis."""
+    logical = logical_axes(model_config)
+    names = _block_names(logical)
+    rest = {k: v for k, v in logical.items() if k not in names}
+    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
+    blocks = jax.tree.map(lambda s: PartitionSpec("layers", *s), logical[names[0]], is_leaf=is_spec)
+    return {BLOCKS: blocks, **rest}
+
+
+def _has_blocks(x) -> bool:
+    return isinstance(x, dict) and "block_0" in x
+
+
+def stack_state(tree):
+    """Every params-shaped dict in `tree` (params, AdamW's mu and nu, ...) in the stacked layout."""
+    return jax.tree.map(lambda x: stack_layers(x) if _has_blocks(x) else x, tree, is_leaf=_has_blocks)
+
+
+def unstack_state(tree):
+    """Inverse of `stack_state`."""
+    stacked = lambda x: isinstance(x, dict) and BLOCKS in x  # noqa: E731
+    return jax.tree.map(lambda x: unstack_layers(x) if stacked(x) else x, tree, is_leaf=stacked)
+
+
+def init_pipeline_state(config: TrainConfig, key: jax.Array) -> dict:
+    """`lm.train.step.init_state` with stacked blocks: the same values, optimizer state included."""
+    return stack_state(init_state(config, key))
+
+
+def check_pipeline(config: TrainConfig, stages: int, microbatches: int, data: int) -> None:
+    c = config.model
+    if c.n_layers % stages:
+        raise ValueError(f"n_layers={c.n_layers} does not split into {stages} pipeline stages; "
+                         "choose --parallel.pipe dividing n_layers")
+    if config.batch_size % (data * microbatches):
+        raise ValueError(f"batch_size={config.batch_size} must divide into data={data} shards of "
+                         f"microbatches={microbatches} equal microbatches; change --batch-size or "
+                         "--parallel.microbatches")
+    if c.n_experts:
+        raise ValueError("pipeline parallelism does not support MoE models (the load-balancing loss is "
+                         "per batch, not per microbatch); use data/fsdp/tensor axes")
+    if config.grad_accum != 1:
+        raise ValueError("pipeline microbatches replace grad_accum: set --grad-accum 1 and --parallel.microbatches")
+    if config.optim.name != "adamw":
+        raise ValueError("pipeline parallelism supports AdamW only (Muon reads whole unstacked matrices)")
+
+
+def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: int, data_axis: str | None):
+    """Per-device body: loss and metrics of this data shard, from the last stage.
+
+    params["blocks"] leaves: this stage's [L/S, ...]; tokens: int32 [batch / data, seq + 1].
+    """
+    c = config.model
+    per_stage = c.n_layers // stages
+    local = {k: v for k, v in params.items() if k != BLOCKS}
+    local.update({f"block_{i}": jax.tree.map(lambda x: x[i], params[BLOCKS]) for i in range(per_stage)})
+    model = bind(local, dataclasses.replace(c, n_layers=per_stage))
+    stage = jax.lax.axis_index("pipe")
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    b, t = inputs.shape
+    micro = inputs.reshape(microbatches, b // microbatches, t)
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), micro.shape[1:])
+
+    def tick(carry, i):
+        incoming, outputs = carry
+        x = jnp.where(stage == 0, model.embed_tokens(micro[jnp.minimum(i, microbatches - 1)], positions), incoming)
+        for k in range(per_stage):
+            x, _ = getattr(model, f"block_{k}")(x, positions, None, True)
+        done = i - (stages - 1)  # the microbatch the last stage has just finished
+        slot = jnp.clip(done, 0, microbatches - 1)
+        keep = (stage == stages - 1) & (done >= 0)
+        outputs = outputs.at[slot].set(jnp.where(keep, x, outputs[slot]))
+        passed = jax.lax.ppermute(x, "pipe", [(s, (s + 1) % stages) for s in range(stages)])
+        return (passed, outputs), None
+
+    act = jnp.zeros((*micro.shape[1:], c.d_model), jnp.dtype(c.dtype))
+    varying = ("pipe",) if data_axis is None else ("pipe", data_axis)  # the carry differs per stage and shard
+    init = jax.tree.map(lambda z: jax.lax.pcast(z, varying, to="varying"),
+                        (act, jnp.zeros((microbatches, *act.shape), act.dtype)))
+    (_, outputs), _ = jax.lax.scan(tick, init, jnp.arange(microbatches + stages - 1))
+    logits = model.logits(outputs.reshape(b, t, c.d_model))
+    loss, metrics = cross_entropy(logits, targets, z_loss=config.z_loss)
+    last = stage == stages - 1
+    out = {k: jax.lax.psum(jnp.where(last, v, 0.0), "pipe") for k, v in dict(metrics, loss=loss).items()}
+    if data_axis is not None:
+        out = {k: (jax.lax.psum(v, data_axis) if k == "num_tokens" else jax.lax.pmean(v, data_axis))
+               for k, v in out.items()}
+    return out
+
+
+def pipeline_loss(params, batch, config: TrainConfig, mesh: Mesh, microbatches: int):
+    """(loss, metrics) of a global batch [batch, seq + 1] through the GPipe schedule."""
+    stages = mesh.shape["pipe"]
+    data_axis = "data" if mesh.shape.get("data", 1) > 1 else None
+    param_specs = {k: (jax.tree.map(lambda _: PartitionSpec("pipe"), v) if k == BLOCKS
+                       else jax.tree.map(lambda _: PartitionSpec(), v)) for k, v in params.items()}
+    body = functools.partial(_stage_loss, config=config, stages=stages, microbatches=microbatches,
+                             data_axis=data_axis)
+    out = jax.shard_map(body, mesh=mesh, in_specs=(param_specs, PartitionSpec(data_axis)),
+                        out_specs=PartitionSpec(), check_vma=True)(params, batch)
+    loss = out.pop("loss")
+    return loss, out
+
+
+def pipeline_train_step(state: dict, batch: jax.Array, config: TrainConfig, mesh: Mesh, microbatches: int):
+    """One optimizer step with pipelined forward and backward; the update is `apply_gradients`."""
+    grad_fn = jax.value_and_grad(pipeline_loss, has_aux=True)
+    (loss, metrics), grads = grad_fn(state["params"], batch, config, mesh, microbatches)
+    return apply_gradients(state, grads, loss, metrics, config)
