@@ -1,0 +1,166 @@
+"""Scenarios run on 8 virtual CPU devices (see devices.py); each writes a JSON report.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.parallel.worker strategies out.json
+
+The reports hold raw measurements; the assertions live in the test files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+
+import jax
+import numpy as np
+
+from lm.data import batch_at
+from lm.model import get_preset
+from lm.optim import OptimizerConfig
+from lm.parallel import ParallelConfig, make_plan
+from lm.parallel.sharding import bytes_per_device
+from lm.train import TrainConfig
+from lm.train.step import init_state, make_optimizer
+
+# Small enough to compile quickly; 2 layers so that 2 pipeline stages each hold one; 4 heads and
+# 2 kv heads so that a tensor axis of 2 splits both.
+MODEL = dataclasses.replace(get_preset("tiny"), vocab_size=128, context_length=8, d_model=32, n_layers=2,
+                            n_heads=4, n_kv_heads=2, d_ff=64)
+STEPS = 3
+STRATEGIES = {
+    "dp": dict(data=8), "fsdp": dict(fsdp=8), "tp": dict(tensor=2), "dp_tp": dict(data=4, tensor=2),
+    "fsdp_tp": dict(fsdp=4, tensor=2), "dp_pp": dict(data=4, pipe=2), "ddp": dict(data=8, mode="ddp"),
+    "zero1": dict(data=8, mode="zero1"),
+}
+
+
+def config(**parallel) -> TrainConfig:
+    # eps 1e-6 rather than 1e-8: entries whose gradient is at float32 noise level would otherwise
+    # get Adam's full +-lr step in one run and not the other, hiding real agreement (measured:
+    # reordering the same sums on one device then moves isolated entries by up to 4e-4).
+    return TrainConfig(model=MODEL, optim=OptimizerConfig(lr=1e-2, warmup_steps=0, eps=1e-6), steps=STEPS,
+                       batch_size=16, parallel=ParallelConfig(**parallel))
+
+
+def tokens() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, MODEL.vocab_size, 4000).astype(np.int32)
+
+
+def train(plan, state, data):
+    history = []
+    for step in range(STEPS):
+        batch = batch_at(data, step, plan.config.batch_size, MODEL.context_length, plan.config.seed)
+        state, metrics = plan.train_step(state, plan.put_batch(batch))
+        history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return state, history
+
+
+def specs(tree) -> dict:
+    return {jax.tree_util.keystr(p): str(x.sharding.spec) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def max_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def initial_state(cfg: TrainConfig) -> dict:
+    """A train state from NumPy random numbers: jit-compiling the model's threefry init costs more
+    CPU time than a whole strategy's train step, and agreement does not depend on where the
+    starting point came from (the `init` scenario checks the sharded init itself)."""
+    abstract = jax.eval_shape(functools.partial(init_state, cfg), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.2 if len(s.shape) > 1 else np.ones(s.shape))
+                          .astype(s.dtype), abstract["params"])
+    opt_state = jax.device_get(make_optimizer(cfg).init(params))
+    return {"step": np.zeros([], np.int32), "params": params, "opt_state": opt_state,
+            "rng": np.asarray(jax.random.PRNGKey(1))}
+
+
+def strategies(names) -> dict:
+    """Train each strategy from the same state and batches as one device; report what differs."""
+    data = tokens()
+    init = initial_state(config())
+    ref_state, ref_history = train(make_plan(config()), jax.tree.map(np.copy, init), data)
+    ref_params = jax.device_get(ref_state["params"])
+    report, finals = {"reference": {"history": ref_history}}, {}
+    for name in names:
+        plan = make_plan(config(**STRATEGIES[name]))
+        state = plan.place(init)
+        placed = {"params": specs(state["params"]), "opt_state": specs(state["opt_state"])}
+        state, history = train(plan, state, data)
+        params = jax.device_get(plan.export_params(state["params"]))
+        report[name] = {"description": plan.description, "history": history, "specs": placed,
+                        "max_param_diff": max_diff(params, ref_params)}
+        finals[name] = params
+    for name in ("ddp", "zero1"):  # the explicit shard_map versions against the compiler's DP
+        if name in finals and "dp" in finals:
+            report[name]["max_param_diff_vs_dp"] = max_diff(finals[name], finals["dp"])
+    return report
+
+
+def memory() -> dict:
+    """Bytes of params + optimizer state each device holds, read from the shards, against the whole."""
+    init = initial_state(config())
+    whole = sum(np.asarray(x).nbytes for x in jax.tree.leaves((init["params"], init["opt_state"])))
+    out = {"bytes_total": whole}
+    for name in ("dp", "fsdp", "zero1"):
+        state = make_plan(config(**STRATEGIES[name])).place(init)
+        held = bytes_per_device({"params": state["params"], "opt_state": state["opt_state"]})
+        out[name] = {"devices": len(held), "max_bytes": max(held.values()), "min_bytes": min(held.values())}
+    return out
+
+
+def sharded_init() -> dict:
+    """plan.init (jit with out_shardings, nothing made on one device first) against lm.train's init."""
+    ref = jax.device_get(jax.jit(functools.partial(init_state, config()))(jax.random.PRNGKey(0)))
+    out = {}
+    for name in ("fsdp_tp", "dp_pp"):
+        plan = make_plan(config(**STRATEGIES[name]))
+        state = plan.init(jax.random.PRNGKey(0))
+        placed = [x.sharding.is_equivalent_to(s, x.ndim)
+                  for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(plan.state_shardings))]
+        out[name] = {"specs": specs(state["params"]), "max_diff": max_diff(jax.device_get(plan.export(state)), ref),
+                     "as_planned": all(placed)}
+    return out
+
+
+def errors() -> dict:
+    """The message make_plan raises for each config that cannot shard on 8 devices."""
+    cases = {
+        "mesh_not_dividing": dict(parallel=dict(data=3)),
+        "two_rest_axes": dict(parallel=dict(data=-1, fsdp=-1)),
+        "heads_vs_tensor": dict(parallel=dict(data=2, tensor=4), model=dict(n_heads=2, n_kv_heads=2, d_model=32)),
+        "kv_heads_vs_tensor": dict(parallel=dict(tensor=4), model=dict(n_heads=4, n_kv_heads=2)),
+        "batch_vs_data": dict(parallel=dict(data=8), batch_size=12),
+        "layers_vs_pipe": dict(parallel=dict(data=2, pipe=4), model=dict(n_layers=2)),
+        "microbatches": dict(parallel=dict(data=2, pipe=2, microbatches=3)),
+        "pipe_with_tensor": dict(parallel=dict(tensor=2, pipe=2)),
+        "zero1_muon": dict(parallel=dict(data=8, mode="zero1"), optim=dict(name="muon")),
+    }
+    out = {}
+    for name, case in cases.items():
+        try:
+            c = dataclasses.replace(config(), model=dataclasses.replace(MODEL, **case.get("model", {})),
+                                    optim=dataclasses.replace(config().optim, **case.get("optim", {})),
+                                    batch_size=case.get("batch_size", 16))
+            make_plan(dataclasses.replace(c, parallel=ParallelConfig(**case["parallel"])))
+            out[name] = None
+        except ValueError as e:
+            out[name] = str(e)
+    return out
+
+
+QUICK = ("dp", "dp_tp", "fsdp_tp", "dp_pp", "ddp", "zero1")
+SCENARIOS = {
+    "quick": lambda: {"strategies": strategies(QUICK), "memory": memory(), "errors": errors()},
+    "full": lambda: {"strategies": strategies(tuple(STRATEGIES)), "init": sharded_init()},
+}
+
+
+if __name__ == "__main__":
+    scenario, path = sys.argv[1], sys.argv[2]
+    if jax.device_count() < 8:
+        sys.exit(f"needs 8 devices, found {jax.device_count()} (set XLA_FLAGS before jax starts)")
+    with open(path, "w") as f:
+        json.dump(SCENARIOS[scenario](), f)
