@@ -44,6 +44,7 @@ class EvalConfig:
     data: str = dataclasses.field(default="", metadata={"help": "perplexity: a text file or a .npy token file"})
     holdout: float = dataclasses.field(default=0.0, metadata={"help": "perplexity: score the last fraction (0: all)"})
     stride: int = dataclasses.field(default=0, metadata={"help": "perplexity: new tokens per window (0: context/2)"})
+    context: int = dataclasses.field(default=0, metadata={"help": "perplexity: window length (0: the model's)"})
     bos: str = dataclasses.field(default="<|endoftext|>",
                                  metadata={"help": "perplexity: special token put before a text, if the tokenizer has it"})
     split: str = dataclasses.field(default="", metadata={"help": "mmlu: dev|val|test (val); gsm8k: test|train (test)"})
@@ -68,8 +69,8 @@ class EvalConfig:
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"--limit must be a positive number of examples, got {self.limit!r}; "
                              "leave it out to evaluate everything")
-        if self.shots < 0 or self.batch_size < 1 or self.max_new_tokens < 1 or self.stride < 0:
-            raise ValueError("--shots and --stride must be >= 0, --batch-size and --max-new-tokens >= 1")
+        if self.shots < 0 or self.batch_size < 1 or self.max_new_tokens < 1 or self.stride < 0 or self.context < 0:
+            raise ValueError("--shots, --stride and --context must be >= 0, --batch-size and --max-new-tokens >= 1")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"--holdout must be in [0, 1), got {self.holdout}")
         if self.mmlu_format not in ("letter", "cloze"):
@@ -165,7 +166,7 @@ def evaluate(config: EvalConfig, model=None) -> dict:
     if config.task == "perplexity":
         ids, n_bytes = _perplexity_ids(config, tokenizer)
         metrics = perplexity(params, model_config, ids, config.stride or None, config.batch_size, n_bytes,
-                             config.progress)
+                             config.progress, config.context or None)
     elif config.task == "mmlu":
         r = evaluate_mmlu(params, model_config, tokenizer, data, split, config.shots, config.mmlu_format,
                           config.limit, config.subjects, config.batch_size, config.progress)

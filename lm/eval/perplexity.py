@@ -51,8 +51,9 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[tuple[int,
 
 
 def perplexity(params, config: ModelConfig, ids: Sequence[int] | np.ndarray, stride: int | None = None,
-               batch_size: int = 4, n_bytes: int | None = None, progress: bool = False) -> dict:
-    """Score `ids` with sliding windows of the model's context length.
+               batch_size: int = 4, n_bytes: int | None = None, progress: bool = False,
+               context: int | None = None) -> dict:
+    """Score `ids` with sliding windows of `context` tokens (default: the model's context length).
 
     stride: new tokens scored per window (default: half the context). n_bytes: bytes of
     the scored text, for bits per byte (None leaves it out). Returns {"nll" (total, nats),
@@ -66,7 +67,9 @@ def perplexity(params, config: ModelConfig, ids: Sequence[int] | np.ndarray, str
                          f"got range [{ids.min()}, {ids.max()}] (wrong tokenizer?)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    context = config.context_length
+    if context is not None and not 2 <= context <= config.context_length:
+        raise ValueError(f"context must be in [2, {config.context_length}] for this model, got {context}")
+    context = context or config.context_length
     stride = context // 2 if stride is None else stride
     plan = sliding_windows(len(ids), context, stride)
     width = min(context, len(ids))

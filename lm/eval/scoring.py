@@ -39,12 +39,12 @@ def _bucket(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
-def _round_up(n: int) -> int:
-    """Pad widths to 4 sizes per octave (64, 80, 96, 112, 128, 160, ...; at least 64): at most 25%
-    padding, and few distinct shapes to compile for a large model."""
+def _round_up(n: int, per_octave: int = 4) -> int:
+    """Pad widths to `per_octave` sizes per octave (4: 64, 80, 96, 112, 128, 160, ...; at least 64):
+    at most 25% padding with 4, 50% with 2, and few distinct shapes to compile for a large model."""
     if n <= 64:
         return 64
-    step = 1 << max(n.bit_length() - 3, 0)
+    step = 1 << max(n.bit_length() - 1 - (per_octave.bit_length() - 1), 0)
     return -(-n // step) * step
 
 
@@ -58,6 +58,32 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
             i += 1
         n = i
     return max(n, 0)
+
+
+def _plan(ctxs: Sequence[Sequence[int]], batch_size: int, share_prefix: bool) -> list[list[int]]:
+    """Batches of request indices. With `share_prefix`: contexts sorted by their tokens, cut into runs of
+    up to `batch_size` that all share >= MIN_SHARED leading tokens (one k-shot subject after another);
+    the rows that share with nobody go together, by length. Otherwise: all by length."""
+    by_length = sorted(range(len(ctxs)), key=lambda i: len(ctxs[i]))
+    if not share_prefix:
+        return [by_length[s: s + batch_size] for s in range(0, len(ctxs), batch_size)]
+    order = sorted(range(len(ctxs)), key=lambda i: ctxs[i])
+    runs, run, shared = [], [order[0]], len(ctxs[order[0]])
+    for i in order[1:]:
+        prev = ctxs[run[-1]]
+        n = 0  # in sorted order, the prefix a run shares is the smallest of its neighbours' common prefixes
+        while n < min(len(prev), len(ctxs[i]), shared) and prev[n] == ctxs[i][n]:
+            n += 1
+        if n >= MIN_SHARED and len(run) < batch_size:
+            run.append(i)
+            shared = n
+        else:
+            runs.append(run)
+            run, shared = [i], len(ctxs[i])
+    runs.append(run)
+    alone = set(i for r in runs if len(r) == 1 for i in r)
+    lonely = [i for i in by_length if i in alone]
+    return [r for r in runs if len(r) > 1] + [lonely[s: s + batch_size] for s in range(0, len(lonely), batch_size)]
 
 
 def _token_logprobs(pred_logits: jax.Array, targets: jax.Array):
@@ -156,11 +182,9 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
     # Truncation depends on the request alone, never on its batch-mates.
     ctxs = [list(ctx)[-(config.context_length - max(map(len, conts))):] for ctx, conts in requests]
     # Sorted by their tokens, neighbours share prefixes (k-shot examples); else by length, for less padding.
-    order = sorted(range(len(requests)), key=(lambda i: ctxs[i]) if share_prefix else (lambda i: len(ctxs[i])))
     out: list = [None] * len(requests)
     bar = _progress(len(requests), progress, desc)
-    for s in range(0, len(order), batch_size):
-        idx = order[s: s + batch_size]
+    for idx in _plan(ctxs, batch_size, share_prefix):
         k = max(len(requests[i][1]) for i in idx)
         longest = max(len(c) for i in idx for c in requests[i][1])
         t = 1 if longest == 1 else _bucket(longest, 8)
@@ -172,7 +196,7 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
         rows = [ctxs[i] for i in idx]
         shared = _common_prefix(rows) if share_prefix else 0
         if shared >= MIN_SHARED:
-            prefix = np.zeros((1, _round_up(shared)), np.int32)
+            prefix = np.zeros((1, _round_up(shared, 2)), np.int32)  # read once: coarse sizes cost little
             prefix[0, prefix.shape[1] - shared:] = rows[0][:shared]
             width = _round_up(max(len(c) for c in rows) - shared)
             suffix = np.zeros((batch_size, width), np.int32)
