@@ -55,11 +55,6 @@ def rewind(cache: KVCache, length: jax.Array) -> KVCache:
     return cache._replace(length=jnp.asarray(length, jnp.int32))
 
 
-def _check(config: ModelConfig) -> None:
-    if config.attention_impl == "pallas":
-        raise NotImplementedError("the KV-cache path uses XLA attention; attention_impl='pallas' is not supported")
-
-
 def extend(params: dict, config: ModelConfig, cache: KVCache, tokens: jax.Array, positions: jax.Array,
            valid: jax.Array | None = None, *, fresh: bool = False, last_only: bool = False):
     """Run `tokens` [batch, t] through the model on top of `cache`; returns (logits float32, new cache).
@@ -69,7 +64,8 @@ def extend(params: dict, config: ModelConfig, cache: KVCache, tokens: jax.Array,
     only rather than all `max_len` slots. last_only: logits [batch, vocab] of the last token
     only, skipping the vocabulary projection elsewhere (prefill for sampling).
     """
-    _check(config)
+    # Attention here is always XLA over the cache slots, whatever `attention_impl` the model trained
+    # with: decode reads one query against many slots, where a flash kernel's tiling saves nothing.
     c = config
     b, t = tokens.shape
     positions = positions.astype(jnp.int32)

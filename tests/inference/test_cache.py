@@ -56,3 +56,16 @@ def test_multi_token_extend_and_rewind():
     np.testing.assert_allclose(logits[0], full[0, 11:16], atol=TOL, rtol=0)
     assert cache.k.shape == (c.n_layers, 1, c.kv_heads, 24, c.head_dim) == cache.v.shape
     assert int(cache.length) == 16 and bool(jnp.all(cache.k[:, :, :, 16:] == 0))
+
+
+def test_a_model_trained_with_the_pallas_kernel_decodes_through_the_cache():
+    """attention_impl='pallas' (flash attention in training) still decodes: the cache path uses XLA
+    attention over its slots, and its logits equal the pallas model's own full forward pass."""
+    params, c = model("gqa-window", attention_impl="pallas")
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (1, 12), 0, c.vocab_size)
+    full = np.asarray(forward(params, tokens, config=c))
+    pos = jnp.arange(12, dtype=jnp.int32)[None]
+    logits, cache = extend(params, c, init_cache(c, 1, 16), tokens[:, :8], pos[:, :8], fresh=True)
+    np.testing.assert_allclose(logits[0], full[0, :8], atol=1e-4, rtol=0)
+    logits, _ = extend(params, c, cache, tokens[:, 8:12], pos[:, 8:12])
+    np.testing.assert_allclose(logits[0], full[0, 8:12], atol=1e-4, rtol=0)
