@@ -95,6 +95,10 @@ def check_pipeline(config: TrainConfig, stages: int, microbatches: int, data: in
         raise ValueError("pipeline parallelism supports AdamW only (Muon reads whole unstacked matrices)")
 
 
+def _vary(x, axes):
+    return jax.lax.pcast(x, axes, to="varying") if axes else x
+
+
 def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: int, data_axis: str | None):
     """Per-device body: loss and metrics of this data shard, from the last stage.
 
@@ -102,6 +106,11 @@ def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: 
     """
     c = config.model
     per_stage = c.n_layers // stages
+    # Mark every parameter as differing per device here, before the loop: autodiff then sums each
+    # gradient over its replicas once, after the backward loop, rather than at every tick.
+    data = () if data_axis is None else (data_axis,)
+    params = {k: jax.tree.map(functools.partial(_vary, axes=data if k == BLOCKS else ("pipe", *data)), v)
+              for k, v in params.items()}
     local = {k: v for k, v in params.items() if k != BLOCKS}
     local.update({f"block_{i}": jax.tree.map(lambda x: x[i], params[BLOCKS]) for i in range(per_stage)})
     model = bind(local, dataclasses.replace(c, n_layers=per_stage))
@@ -124,8 +133,7 @@ def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: 
         return (passed, outputs), None
 
     act = jnp.zeros((*micro.shape[1:], c.d_model), jnp.dtype(c.dtype))
-    varying = ("pipe",) if data_axis is None else ("pipe", data_axis)  # the carry differs per stage and shard
-    init = jax.tree.map(lambda z: jax.lax.pcast(z, varying, to="varying"),
+    init = jax.tree.map(functools.partial(_vary, axes=("pipe", *data)),  # differs per stage and data shard
                         (act, jnp.zeros((microbatches, *act.shape), act.dtype)))
     (_, outputs), _ = jax.lax.scan(tick, init, jnp.arange(microbatches + stages - 1))
     logits = model.logits(outputs.reshape(b, t, c.d_model))

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from lm.model import logical_axes
 from lm.parallel.ddp import ddp_train_step
