@@ -93,8 +93,6 @@ def test_planted_model_answers_42_end_to_end(gsm_dir):
     assert [x["correct"] for x in r["records"]] == [True, False, False, True]
     assert r["accuracy"] == 0.5 and r["n"] == 4 and r["extracted"] == 4
     assert r["records"][0]["prompt"].startswith("Question: train: What is 6 * 7?")
-    assert evaluate_gsm8k(params, c, byte_tokenizer(), gsm_dir, shots=0, limit=1,
-                          sampling=SamplingConfig(temperature=0, max_new_tokens=8))["n"] == 1
 
 
 def test_generation_is_deterministic_for_a_seed_and_greedy_ignores_batching():

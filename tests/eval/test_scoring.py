@@ -41,7 +41,7 @@ def test_scores_match_a_full_forward_pass_and_ignore_padding(variant):
 
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_shared_prompt_prefix_is_read_once_with_the_same_scores(share_prefix):
-    c = config(n_layers=2, context_length=128, sliding_window=0)
+    c = config(context_length=128, sliding_window=0)
     params = random_params(c, 6)
     rng = np.random.default_rng(1)
     shots = rng.integers(0, 257, 40).tolist()  # a k-shot header shared by every prompt (>= MIN_SHARED tokens)
