@@ -102,10 +102,15 @@ def format_reward(response: str, style: str = "gsm8k") -> float:
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
-def arithmetic_problems(n: int, seed: int, digits: int = 2, ops: str = "+") -> list[dict]:
+def arithmetic_problems(n: int, seed: int, digits: int = 2, ops: str = "+", reverse: bool = False,
+                        exclude: set | frozenset = frozenset()) -> list[dict]:
     """`n` problems "a<op>b=" with `digits`-digit operands, deterministic in `seed`.
 
-    Returns [{"question": "37+58=", "answer": "95", "a": 37, "b": 58, "op": "+"}, ...].
+    Returns [{"question": "37+58=", "answer": "95", "value": 95, "a": 37, "b": 58, "op": "+", "reverse": False}].
+    With `reverse`, "answer" is the result's digits least-significant first ("59" for 95; "001" for
+    100), a format small transformers learn far faster (Lee et al. 2023, "Teaching Arithmetic to
+    Small Transformers"); it is then checked as an exact digit string. Questions in `exclude`
+    (e.g. a held-out set's) are skipped.
     """
     if n < 0 or digits < 1:
         raise ValueError(f"need n >= 0 and digits >= 1, got n={n}, digits={digits}")
@@ -114,17 +119,30 @@ def arithmetic_problems(n: int, seed: int, digits: int = 2, ops: str = "+") -> l
         raise ValueError(f"ops must be drawn from {''.join(_OPS)!r}, got {ops!r}")
     rng = random.Random(seed)
     lo, hi = 10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1
+    if len(exclude) >= len(ops) * (hi - lo + 1) ** 2:
+        raise ValueError("every possible question is excluded")
     out = []
-    for _ in range(n):
+    while len(out) < n:
         a, b, op = rng.randint(lo, hi), rng.randint(lo, hi), rng.choice(ops)
-        out.append({"question": f"{a}{op}{b}=", "answer": str(_OPS[op](a, b)), "a": a, "b": b, "op": op})
+        question = f"{a}{op}{b}="
+        if question in exclude:
+            continue
+        value = _OPS[op](a, b)
+        answer = ("-" if value < 0 else "") + str(abs(value))[::-1] if reverse else str(value)
+        out.append({"question": question, "answer": answer, "value": value, "a": a, "b": b, "op": op,
+                    "reverse": reverse})
     return out
 
 
-def arithmetic_reward(response: str, gold: str) -> float:
-    """1.0 if the first number of `response` equals `gold` (the model answers right after "=")."""
+def arithmetic_reward(response: str, gold: str, exact: bool = False) -> float:
+    """1.0 if the first number of `response` equals `gold` (the model answers right after "="), else 0.0.
+
+    `exact` compares digit strings ("001" is not "1"), as reversed answers need.
+    """
     m = _NUMBER_RE.search(response)
-    return float(m is not None and numbers_equal(m.group(0), gold))
+    if m is None:
+        return 0.0
+    return float(m.group(0) == gold if exact else numbers_equal(m.group(0), gold))
 
 
 # --- countdown ----------------------------------------------------------------------------------

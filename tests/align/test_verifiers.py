@@ -100,3 +100,19 @@ def test_countdown_problems_are_solvable_and_verified():
     assert countdown_reward("__import__('os')", [1], 1) == 0.0   # only arithmetic is evaluated
     assert countdown_reward("", [1], 1) == 0.0
     assert countdown_reward("20/5*3", [20, 5, 3], 12) == 1.0
+
+
+def test_reversed_arithmetic_and_exclusion():
+    held = arithmetic_problems(20, seed=1, reverse=True)
+    exclude = {p["question"] for p in held}
+    train = arithmetic_problems(500, seed=2, reverse=True, exclude=exclude)
+    assert not exclude & {p["question"] for p in train}
+    for p in held + train:
+        assert p["answer"] == str(p["value"])[::-1] and p["value"] == p["a"] + p["b"]
+    hundred = {"answer": "001"}
+    assert arithmetic_reward("001", hundred["answer"], exact=True) == 1.0
+    assert arithmetic_reward("1", hundred["answer"], exact=True) == 0.0   # reversed "1" is 1, not 100
+    assert arithmetic_reward("1", "001") == 1.0                            # numerically equal
+    minus = arithmetic_problems(200, seed=0, ops="-", reverse=True)
+    neg = next(p for p in minus if p["value"] < 0)
+    assert neg["answer"] == "-" + str(-neg["value"])[::-1]
