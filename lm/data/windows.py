@@ -57,7 +57,10 @@ def _check_length(tokens: np.ndarray, context_length: int, what: str) -> None:
 def batch_at(tokens: np.ndarray, step: int, batch_size: int, context_length: int, seed: int) -> np.ndarray:
     """The batch of training windows for `step`: int32 [batch, context_length + 1]."""
     _check_length(tokens, context_length, "the training split")
-    rng = np.random.Generator(np.random.Philox(key=seed, counter=step))
+    # (seed, step) is the Philox *key*: streams of different keys are independent. (With step as the
+    # counter, consecutive steps' streams were the same numbers shifted by one block, so step k + 1
+    # repeated most of step k's windows.)
+    rng = np.random.Generator(np.random.Philox(key=np.array([seed, step], dtype=np.uint64)))
     starts = rng.integers(0, len(tokens) - context_length - 1, size=batch_size)
     idx = starts[:, None] + np.arange(context_length + 1)[None, :]
     return np.asarray(tokens[idx], dtype=np.int32)

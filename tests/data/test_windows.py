@@ -68,3 +68,10 @@ def test_embedded_corpus_is_real_english(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert len(text) > 1_000_000 and text.count(EOT) > 1000
     assert " the " in text and "Return" in text
+
+
+def test_consecutive_batches_are_independent():
+    """Each step draws fresh windows: consecutive batches share no more starts than chance."""
+    tokens = np.arange(1_000_000, dtype=np.int32)
+    starts = [set(batch_at(tokens, k, 64, 32, 0)[:, 0].tolist()) for k in range(20)]
+    assert max(len(a & b) for a, b in zip(starts, starts[1:])) <= 2
