@@ -1,0 +1,188 @@
+"""The whole alignment story on a model we pretrain ourselves, on a CPU in minutes:
+
+    pretrain on arithmetic text -> SFT on question/answer pairs -> GRPO with a verifier
+
+    python -m experiments.align_arithmetic                       # ~10 minutes on 2 CPU cores
+    python -m experiments.align_arithmetic --grpo.steps 100 --sft-steps 300
+
+The task is 2-digit addition with the sum written least-significant digit
+first ("37+58=" -> "59"), a format small transformers learn far faster than
+the usual one (Lee et al. 2023). Pretraining text is lines "37+58=59" cut into
+random windows; SFT trains on the answers only, ended by <|endoftext|> (so the
+model learns to answer a bare question and stop); GRPO samples 8 answers per
+question and rewards exact ones. 200 held-out questions never appear in any
+training data; every stage is scored on them with greedy decoding.
+Each stage's greedy held-out accuracy goes to runs/NAME/report.md and
+pipeline.png (with GRPO's reward, accuracy and KL curves). From a notebook:
+
+    from experiments.align_arithmetic import PipelineConfig, run_pipeline
+    result = run_pipeline(PipelineConfig(pretrain_steps=300))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from lm.align.config import GRPOConfig, SFTConfig, _optim
+from lm.model import ModelConfig
+
+EOT = "<|endoftext|>"
+
+
+def _model() -> ModelConfig:
+    return ModelConfig(vocab_size=257, context_length=32, d_model=64, n_layers=2, n_heads=4, d_ff=256)
+
+
+def _grpo() -> GRPOConfig:
+    return GRPOConfig(steps=100, prompts_per_step=16, group_size=8, train_batch_size=64, epochs=1,
+                      max_new_tokens=5, eval_every=20, optim=_optim(3e-4, 0, "constant"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    out: str = "runs"
+    name: str = "arith"
+    model: ModelConfig = dataclasses.field(default_factory=_model)
+    pretrain_steps: int = 1000
+    pretrain_batch_size: int = 64
+    pretrain_lines: int = 100_000  # equations in the pretraining text
+    pretrain_optimizer: str = "muon"  # AdamW sits on a loss plateau here for ~1000 steps; Muon leaves it in ~300
+    pretrain_lr: float = 3e-3  # AdamW's rate (for muon: of embeddings, head and norms)
+    pretrain_muon_lr: float = 0.02
+    pretrain_schedule: str = "cosine"
+    sft_steps: int = 150
+    sft_lr: float = 1e-3
+    n_eval: int = 200
+    sampled_draws: int = 4  # temperature-1 evaluations per stage, averaged (what GRPO's reward sees)
+    grpo: GRPOConfig = dataclasses.field(default_factory=_grpo)
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.pretrain_steps, self.pretrain_lines, self.sft_steps, self.n_eval, self.sampled_draws) < 1:
+            raise ValueError("pretrain_steps, pretrain_lines, sft_steps, n_eval and sampled_draws must be positive")
+
+
+def byte_tokenizer():
+    """One token per byte (so one per digit) plus <|endoftext|> = 256: no merges to hide digits."""
+    from lm.tokenizer import Tokenizer
+
+    return Tokenizer({i: bytes([i]) for i in range(256)}, [], [EOT])
+
+
+def write_pretraining_data(directory: Path, lines: int, seed: int) -> Path:
+    """train.npy / val.npy / tokenizer.json of arithmetic text (held-out questions excluded)."""
+    import numpy as np
+
+    from lm.align.tasks import ARITHMETIC, task_problems
+    from lm.tokenizer import save_tokenizer
+
+    tok = byte_tokenizer()
+    problems = task_problems(ARITHMETIC, "train", lines, seed=seed + 1)
+    ids = np.array(tok.encode("".join(f"{p['question']}{p['answer']}\n" for p in problems)), np.uint16)
+    directory.mkdir(parents=True, exist_ok=True)
+    cut = int(len(ids) * 0.95)
+    np.save(directory / "train.npy", ids[:cut])
+    np.save(directory / "val.npy", ids[cut:])
+    save_tokenizer(tok, directory)
+    return directory
+
+
+def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = True) -> dict:
+    """All stages; returns {"stages": [{"name", "accuracy", "n", "seconds"}], "report", "run_dir", ...}."""
+    import jax
+
+    from experiments.grpo import GRPORun, run_grpo
+    from experiments.pretrain import PretrainConfig, pretrain
+    from experiments.sft import SFTRun, run_sft
+    from lm.align.evaluate import evaluate_task
+    from lm.align.plots import plot_pipeline
+    from lm.align.tasks import ARITHMETIC, task_problems
+    from lm.model import init
+    from lm.optim import OptimizerConfig
+
+    root = Path(config.out) / config.name
+    root.mkdir(parents=True, exist_ok=True)
+    held = task_problems(ARITHMETIC, "test", config.n_eval)
+    tok = byte_tokenizer()
+    stages = []
+
+    def stage(name, params, task, seconds):
+        kw = dict(max_new_tokens=5, batch_size=config.n_eval)
+        r = evaluate_task(params, config.model, tok, task, held, **kw)
+        # Sampled answers (temperature 1, what GRPO's reward averages), averaged over a few draws.
+        sampled = [evaluate_task(params, config.model, tok, task, held, temperature=1.0, seed=k, **kw)["accuracy"]
+                   for k in range(config.sampled_draws)]
+        stages.append({"name": name, "task": task.name, "accuracy": r["accuracy"], "n": r["n"], "stopped": r["stopped"],
+                       "sampled_accuracy": sum(sampled) / len(sampled), "seconds": seconds,
+                       "samples": r["samples"][:4]})
+        print(f"[{name}] {task.name}: greedy {r['correct']}/{r['n']} = {r['accuracy']:.1%}, "
+              f"sampled {stages[-1]['sampled_accuracy']:.1%}", flush=True)
+
+    random_params = init(config.model, jax.random.PRNGKey(config.seed))
+    stage("random init", random_params, ARITHMETIC, 0.0)
+
+    t0 = time.perf_counter()
+    data = write_pretraining_data(root / "data", config.pretrain_lines, config.seed)
+    pre = PretrainConfig(model=config.model, tokens=str(data), out=str(root), name="pretrain",
+                         steps=config.pretrain_steps, batch_size=config.pretrain_batch_size, eval_every=config.pretrain_steps,
+                         save_every=config.pretrain_steps, log_every=50, sample_tokens=0, seed=config.seed,
+                         async_checkpoints=False, optim=OptimizerConfig(name=config.pretrain_optimizer, lr=config.pretrain_lr,
+                                                    muon_lr=config.pretrain_muon_lr, warmup_steps=30,
+                                                    schedule=config.pretrain_schedule))
+    pre_result = pretrain(pre, progress=progress)
+    seconds = time.perf_counter() - t0
+    stage("pretrained", pre_result["state"]["params"], ARITHMETIC, seconds)
+
+    sft = run_sft(SFTRun(init=str(root / "pretrain"), task=ARITHMETIC.name, out=str(root), name="sft",
+                         n_eval=config.n_eval, max_new_tokens=5, eval_batch_size=config.n_eval,
+                         sft=SFTConfig(steps=config.sft_steps, batch_size=64, seed=config.seed,
+                                       optim=_optim(config.sft_lr, 10, "constant"))), progress=progress)
+    stage("SFT", sft["params"], ARITHMETIC, sft["train_seconds"])
+
+    grpo = run_grpo(GRPORun(init=str(root / "sft"), task=ARITHMETIC.name, out=str(root), name="grpo",
+                            n_eval=config.n_eval, eval_batch_size=config.n_eval, grpo=config.grpo), progress=progress)
+    stage("GRPO", grpo["params"], ARITHMETIC, grpo["train_seconds"])
+
+    plot = plot_pipeline(stages, grpo["history"], root / "pipeline.png", config.n_eval)
+    report = format_report(config, stages, grpo["history"])
+    (root / "report.md").write_text(report)
+    (root / "stages.json").write_text(json.dumps(stages, indent=2))
+    return {"stages": stages, "report": report, "run_dir": str(root), "plot": str(plot),
+            "grpo_history": grpo["history"]}
+
+
+def format_report(config: PipelineConfig, stages: list[dict], grpo_history: list[dict]) -> str:
+    rows = "\n".join(f"| {s['name']} | {round(s['accuracy'] * s['n'])}/{s['n']} | {s['accuracy']:.1%} "
+                     f"| {s['sampled_accuracy']:.1%} | {s['stopped']:.0%} | {s['seconds']:.0f} |" for s in stages)
+    train = [h for h in grpo_history if "reward" in h]
+    first, last = train[0], train[-1]
+    return (f"Model: {config.model.num_params():,} parameters (d_model={config.model.d_model}, "
+            f"n_layers={config.model.n_layers}); held-out: {config.n_eval} problems, greedy decoding.\n\n"
+            f"| stage | greedy correct | greedy accuracy | sampled accuracy (T=1, mean of {config.sampled_draws}) "
+            "| ends with <|endoftext|> "
+            "| stage seconds |\n|---|---|---|---|---|---|\n"
+            f"{rows}\n\nGRPO rollout reward {first['reward']:.3f} (step 1) -> {last['reward']:.3f} "
+            f"(step {last['step']}); KL to the SFT model {last['kl_to_ref']:.4f} nats/token at the end.\n")
+
+
+def main(argv=None) -> int:
+    from experiments.sft import parse_config
+
+    try:
+        result = run_pipeline(parse_config(PipelineConfig, argv))
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n" + result["report"])
+    print(f"plot: {result['plot']}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Supervised fine-tuning: next-token loss on response tokens only, with gradient accumulation.
+
+    state = init_train_state(params, train_config)       # {"step", "params", "opt_state", "rng"}
+    step = jax.jit(functools.partial(sft_train_step, config=train_config), donate_argnums=0)
+    state, metrics = step(state, batch)                   # batch from lm.align.data (tokenize_pairs / pack_examples)
+
+The state is lm.train's train state and the optimizer is lm.optim's, built
+from a `TrainConfig` (`batch_size` rows per step, `grad_accum` microbatches).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lm.align.logprobs import masked_mean, response_logprobs
+from lm.align.step import accumulate, loss_weights
+from lm.train.config import TrainConfig
+from lm.train.step import apply_gradients, make_optimizer
+
+
+def init_train_state(params, config: TrainConfig, seed: int = 0) -> dict:
+    """lm.train's state dict around a copy of existing `params` (a fine-tuning start), with fresh
+    optimizer state. Built under jit so every leaf is a committed device array: the train steps then
+    compile once (uncommitted inputs on the first call would compile a second program)."""
+    def build(p, key):
+        p = jax.tree.map(jnp.copy, p)  # the steps donate the state; the caller keeps its params
+        return {"step": jnp.zeros([], jnp.int32), "params": p, "opt_state": make_optimizer(config).init(p), "rng": key}
+
+    return jax.jit(build)(params, jax.random.PRNGKey(seed))
+
+
+def sft_loss(params, batch: dict, config: TrainConfig, with_entropy: bool = True):
+    """(sum of response-token NLL * batch["weights"], metrics). batch: input_ids, labels,
+    response_mask [b, s] and weights [b, s] (see `lm.align.step.loss_weights`)."""
+    out = response_logprobs(params, config.model, batch["input_ids"], batch["labels"], with_entropy=with_entropy)
+    nll = -out["log_probs"]
+    loss = jnp.sum(jnp.where(batch["response_mask"], nll * batch["weights"], 0.0))
+    metrics = {"response_nll": masked_mean(nll, batch["response_mask"])}
+    if with_entropy:
+        metrics["response_entropy"] = masked_mean(out["entropy"], batch["response_mask"])
+    return loss, metrics
+
+
+def sft_train_step(state: dict, batch: dict, config: TrainConfig, length_norm: str = "token",
+                   norm_constant: float = 0.0) -> tuple[dict, dict]:
+    """One optimizer step on {"input_ids", "labels", "response_mask"} [batch_size, seq], in
+    `config.grad_accum` microbatches. Prompt and padding tokens contribute no loss and no gradient."""
+    batch = dict(batch, weights=loss_weights(batch["response_mask"], length_norm, norm_constant))
+    loss, metrics, grads = accumulate(lambda p, b: sft_loss(p, b, config), state["params"], batch, config.grad_accum)
+    return apply_gradients(state, grads, loss, metrics, config)
+
+
+def sft_eval(params, batch: dict, config: TrainConfig) -> dict:
+    """{"nll_sum", "tokens"} of the response tokens of `batch` (sums, so batches add up)."""
+    lp = response_logprobs(params, config.model, batch["input_ids"], batch["labels"])["log_probs"]
+    mask = batch["response_mask"]
+    return {"nll_sum": -jnp.sum(jnp.where(mask, lp, 0.0)), "tokens": jnp.sum(mask.astype(jnp.float32))}
