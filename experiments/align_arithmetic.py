@@ -2,21 +2,21 @@
 
     pretrain on arithmetic text -> SFT on question/answer pairs -> GRPO with a verifier
 
-    python -m experiments.align_arithmetic                       # ~10 minutes on 2 CPU cores
-    python -m experiments.align_arithmetic --grpo.steps 100 --sft-steps 300
+    python -m experiments.align_arithmetic                       # ~6 minutes on 2 CPU cores
+    python -m experiments.align_arithmetic --grpo.steps 500 --pretrain-steps 650
 
 The task is 2-digit addition with the sum written least-significant digit
 first ("37+58=" -> "59"), a format small transformers learn far faster than
 the usual one (Lee et al. 2023). Pretraining text is lines "37+58=59" cut into
 random windows; SFT trains on the answers only, ended by <|endoftext|> (so the
-model learns to answer a bare question and stop); GRPO samples 8 answers per
+model learns to answer a bare question and stop); GRPO samples 16 answers per
 question and rewards exact ones. 200 held-out questions never appear in any
 training data; every stage is scored on them with greedy decoding.
 Each stage's greedy held-out accuracy goes to runs/NAME/report.md and
 pipeline.png (with GRPO's reward, accuracy and KL curves). From a notebook:
 
     from experiments.align_arithmetic import PipelineConfig, run_pipeline
-    result = run_pipeline(PipelineConfig(pretrain_steps=300))
+    result = run_pipeline(PipelineConfig(pretrain_steps=650))
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,8 +40,10 @@ def _model() -> ModelConfig:
 
 
 def _grpo() -> GRPOConfig:
-    return GRPOConfig(steps=100, prompts_per_step=16, group_size=8, train_batch_size=64, epochs=1,
-                      max_new_tokens=5, eval_every=20, optim=_optim(3e-4, 0, "constant"))
+    # Tuned on held-out accuracy (runs of 200-500 steps): lr 2e-4 and above, or T=1 rollouts (whose
+    # samples trail the answer with junk bytes), made greedy accuracy fall; groups of 16 beat 8.
+    return GRPOConfig(steps=300, prompts_per_step=16, group_size=16, train_batch_size=128, epochs=1,
+                      temperature=0.7, max_new_tokens=5, eval_every=50, optim=_optim(1e-4, 0, "constant"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,15 +51,15 @@ class PipelineConfig:
     out: str = "runs"
     name: str = "arith"
     model: ModelConfig = dataclasses.field(default_factory=_model)
-    pretrain_steps: int = 1000
+    pretrain_steps: int = 500  # mid-way up the learning curve (1000 steps solve the task outright)
     pretrain_batch_size: int = 64
     pretrain_lines: int = 100_000  # equations in the pretraining text
     pretrain_optimizer: str = "muon"  # AdamW sits on a loss plateau here for ~1000 steps; Muon leaves it in ~300
     pretrain_lr: float = 3e-3  # AdamW's rate (for muon: of embeddings, head and norms)
     pretrain_muon_lr: float = 0.02
     pretrain_schedule: str = "cosine"
-    sft_steps: int = 150
-    sft_lr: float = 1e-3
+    sft_steps: int = 60
+    sft_lr: float = 2e-4  # 1e-3 taught the end token but cost accuracy
     n_eval: int = 200
     sampled_draws: int = 4  # temperature-1 evaluations per stage, averaged (what GRPO's reward sees)
     grpo: GRPOConfig = dataclasses.field(default_factory=_grpo)
@@ -106,6 +109,8 @@ def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = Tru
     from lm.optim import OptimizerConfig
 
     root = Path(config.out) / config.name
+    for stage_dir in ("pretrain", "sft", "grpo"):  # a rerun starts over: no stale checkpoint may be loaded
+        shutil.rmtree(root / stage_dir, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     held = task_problems(ARITHMETIC, "test", config.n_eval)
     tok = byte_tokenizer()
@@ -114,8 +119,9 @@ def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = Tru
     def stage(name, params, task, seconds):
         kw = dict(max_new_tokens=5, batch_size=config.n_eval)
         r = evaluate_task(params, config.model, tok, task, held, **kw)
-        # Sampled answers (temperature 1, what GRPO's reward averages), averaged over a few draws.
-        sampled = [evaluate_task(params, config.model, tok, task, held, temperature=1.0, seed=k, **kw)["accuracy"]
+        # Sampled answers (at GRPO's rollout temperature, what its reward averages), over a few draws.
+        t = config.grpo.temperature
+        sampled = [evaluate_task(params, config.model, tok, task, held, temperature=t, seed=k, **kw)["accuracy"]
                    for k in range(config.sampled_draws)]
         stages.append({"name": name, "task": task.name, "accuracy": r["accuracy"], "n": r["n"], "stopped": r["stopped"],
                        "sampled_accuracy": sum(sampled) / len(sampled), "seconds": seconds,
@@ -163,7 +169,8 @@ def format_report(config: PipelineConfig, stages: list[dict], grpo_history: list
     first, last = train[0], train[-1]
     return (f"Model: {config.model.num_params():,} parameters (d_model={config.model.d_model}, "
             f"n_layers={config.model.n_layers}); held-out: {config.n_eval} problems, greedy decoding.\n\n"
-            f"| stage | greedy correct | greedy accuracy | sampled accuracy (T=1, mean of {config.sampled_draws}) "
+            f"| stage | greedy correct | greedy accuracy | sampled accuracy (T={config.grpo.temperature:g}, "
+            f"mean of {config.sampled_draws}) "
             "| ends with <|endoftext|> "
             "| stage seconds |\n|---|---|---|---|---|---|\n"
             f"{rows}\n\nGRPO rollout reward {first['reward']:.3f} (step 1) -> {last['reward']:.3f} "

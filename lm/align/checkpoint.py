@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from lm.config import to_dict
@@ -37,9 +38,12 @@ def load_policy(path: str | os.PathLike):
 def save_policy(run_dir: str | os.PathLike, state: dict, train_config: TrainConfig, tokenizer=None,
                 extra: dict | None = None) -> Path:
     """Write `state` (lm.train's state dict) as run_dir/checkpoints/STEP plus tokenizer.json, the layout
-    `lm.inference.load_run` and `load_policy` read."""
+    `lm.inference.load_run` and `load_policy` read. Earlier checkpoints in run_dir are removed."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # A fine-tuned policy replaces whatever an earlier run left here: a stale checkpoint at a
+    # higher step would otherwise be the one `load_policy` picks up.
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     manager = checkpoint_manager(run_dir / "checkpoints", keep=1, async_save=False)
     step = int(state["step"])
     save_checkpoint(manager, step, state, {"next_index": step}, {"train": to_dict(train_config), **(extra or {})})
