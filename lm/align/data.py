@@ -43,6 +43,14 @@ def check_pairs(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[i
     return prompts, responses
 
 
+def bucketed_width(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], context_length: int,
+                   multiple: int = 16) -> int:
+    """The model-input width that fits the longest prompt + response, rounded up to `multiple` (so
+    batches of similar lengths share one compiled program) and capped at the context length."""
+    longest = max(len(p) + len(r) for p, r in zip(prompts, responses)) - 1
+    return min(-(-longest // multiple) * multiple, context_length)
+
+
 def tokenize_pairs(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], context_length: int,
                    pad_id: int = 0, pad_to: int | None = None, truncate: bool = False) -> dict[str, np.ndarray]:
     """Right-padded {"input_ids", "labels", "response_mask"} [n, seq] for token-id pairs.

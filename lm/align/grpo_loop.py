@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lm.align.config import GRPOConfig
-from lm.align.data import tokenize_pairs
+from lm.align.data import bucketed_width, tokenize_pairs
 from lm.align.evaluate import evaluate_task
 from lm.align.grpo import batch_logprobs, compiled_grpo_step
 from lm.align.logprobs import masked_mean
@@ -32,13 +32,9 @@ from lm.align.tasks import Task
 from lm.inference import SamplingConfig
 from lm.model import ModelConfig
 
-BUCKET = 16  # sequence lengths are padded to a multiple of this, so few programs are compiled
-
-
 def build_batch(params, ref_params, model: ModelConfig, config: GRPOConfig, ro: dict, rewards: np.ndarray) -> dict:
     """Tokenised rollouts with rewards, advantages, old-policy and reference log-probs (all [n*G] first)."""
-    longest = max(len(p) + len(r) for p, r in zip(ro["prompts"], ro["responses"])) - 1
-    width = min(-(-longest // BUCKET) * BUCKET, model.context_length)
+    width = bucketed_width(ro["prompts"], ro["responses"], model.context_length)
     data = tokenize_pairs(ro["prompts"], ro["responses"], model.context_length, pad_to=width, truncate=True)
     adv, stats = group_advantages(jnp.asarray(rewards), config.group_size, config.normalize_std, config.adv_eps)
     batch = {k: jnp.asarray(v) for k, v in data.items()}

@@ -18,14 +18,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lm.align.config import SFTConfig
-from lm.align.data import pack_examples, tokenize_pairs
+from lm.align.data import bucketed_width, pack_examples, tokenize_pairs
 from lm.align.evaluate import evaluate_task
 from lm.align.sft import init_train_state, sft_train_step
 from lm.align.tasks import Task
 from lm.model import ModelConfig
-
-BUCKET = 16
-
 
 def sft_examples(tokenizer, task: Task, problems: Sequence[dict]):
     """(prompt ids, target ids) per problem."""
@@ -48,8 +45,7 @@ def train_sft(params, model: ModelConfig, tokenizer, task: Task, problems: Seque
     if config.pack:
         data = pack_examples(prompts, targets, model.context_length)
     else:
-        longest = max(len(p) + len(t) for p, t in zip(prompts, targets)) - 1
-        width = min(-(-longest // BUCKET) * BUCKET, model.context_length)
+        width = bucketed_width(prompts, targets, model.context_length)
         data = tokenize_pairs(prompts, targets, model.context_length, pad_to=width, truncate=truncate)
     n_rows = data["input_ids"].shape[0]
     train_config = config.train_config(model)

@@ -5,8 +5,9 @@ import functools
 import jax
 import numpy as np
 
-from lm.model import ModelConfig, init
+from lm.model import ModelConfig
 from lm.tokenizer import Tokenizer
+from tests.inference.tiny import random_params
 
 EOT = "<|endoftext|>"
 CONFIG = ModelConfig(vocab_size=257, context_length=32, d_model=32, n_layers=2, n_heads=4, d_ff=64)
@@ -19,16 +20,7 @@ def tokenizer() -> Tokenizer:
 
 @functools.lru_cache(maxsize=4)
 def _params(config: ModelConfig, seed: int):
-    """Drawn with NumPy in init's tree (compiling jax's initialisers costs seconds on a small CPU)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(functools.partial(init, config), jax.ShapeDtypeStruct((2,), np.uint32))
-
-    def draw(path, leaf):
-        if jax.tree_util.keystr(path).endswith("['scale']"):
-            return np.ones(leaf.shape, np.float32)
-        return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    return random_params(config, seed, scale=0.1)
 
 
 def params(config: ModelConfig = CONFIG, seed: int = 0) -> dict:

@@ -22,10 +22,10 @@ def config(**overrides) -> ModelConfig:
     return ModelConfig(**{**BASE, **overrides})
 
 
-def random_params(c: ModelConfig, seed: int) -> dict:
+def random_params(c: ModelConfig, seed: int, scale: float = 0.2) -> dict:
     """Parameters shaped like `init(c, key)`, drawn with NumPy: compiling jax's initialisers costs
     seconds per config on a small CPU, which would dominate these tests. Norm gains are 1, biases 0,
-    every matrix N(0, 0.2^2) (about init's scale here; the embedding too, so that tied-head logits
+    every matrix N(0, scale^2) (0.2 is about init's scale here; the embedding too, so that tied-head logits
     are O(1), where an absolute 1e-5 is a meaningful float32 tolerance)."""
     rng = np.random.default_rng(seed)
     shapes = jax.eval_shape(functools.partial(init, c), jax.ShapeDtypeStruct((2,), np.uint32))
@@ -36,7 +36,7 @@ def random_params(c: ModelConfig, seed: int) -> dict:
             return np.ones(leaf.shape, np.float32)
         if name.endswith("['bias']"):
             return np.zeros(leaf.shape, np.float32)
-        return (0.2 * rng.standard_normal(leaf.shape)).astype(np.float32)
+        return (scale * rng.standard_normal(leaf.shape)).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
