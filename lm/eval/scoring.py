@@ -4,14 +4,17 @@
     out[i][j] -> (log p(cont_j | context_i) summed over its tokens, tokens, every token greedy)
     nll, count = window_nll(params, config, tokens, valid, scored)   # perplexity windows
 
-Each context is read once: contexts are left-padded into a batch and
-prefilled into a KV cache (`lm.inference.cache.extend`, each row with its own
+Each context is read once: contexts are left-padded into a batch and read
+into key/value segments (`lm.inference.segments`, each row with its own
 positions and padding mask), and then every choice's continuation is run on
-top of that cache. So a 4-way multiple-choice question costs one context pass
+top of them. So a 4-way multiple-choice question costs one context pass
 plus four short continuation passes. Contexts that start alike (k-shot prompts
 of one MMLU subject share their k solved examples) are batched together and
-the tokens they share are read once, for the whole batch, before each row's
-own rest: the same numbers at a fraction of the cost. Padding never changes
+the tokens they share are read once into a one-row segment that the whole
+batch attends to, before each row's own rest: the same numbers at a fraction
+of the cost. The layers run as one scanned program, so the many shapes of a
+benchmark (prefix, rest and answer widths) compile in seconds, not minutes.
+Padding never changes
 a score: pad slots are masked out of attention and real tokens keep
 positions 0, 1, ... Contexts too long for the model lose tokens from the left
 (as in lm-evaluation-harness), so that context + continuation fits.
@@ -26,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.inference.cache import extend, init_cache
+from lm.inference.segments import Segment, run, stack_layers
 from lm.model import ModelConfig, forward
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]  # (context ids, [continuation ids per choice])
@@ -101,9 +104,28 @@ def _left_padded(tokens_len: jax.Array, width: int, start: jax.Array | int = 0):
     return start + jnp.maximum(cols - offset, 0), cols >= offset
 
 
-def _choices(params, config: ModelConfig, cache, last, ctx_len, cont, cont_len):
-    """Score continuations cont [b, K, T] (right-padded, cont_len [b, K]) after contexts already in
-    `cache`, whose last logits are `last` [b, vocab] and lengths ctx_len [b]."""
+@functools.partial(jax.jit, static_argnames=("config",))
+def _read_prefix(stack, prefix, prefix_len, *, config: ModelConfig) -> Segment:
+    """The shared prefix int32 [1, P] (left-padded, prefix_len real tokens) as a one-row segment."""
+    pos, valid = _left_padded(prefix_len[None], prefix.shape[1])
+    return run(stack, config, prefix, pos, valid, logits="none")[1]
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _read_rows(stack, rows, rows_len, start, segments, *, config: ModelConfig):
+    """Each row's context (or its rest after a shared prefix of `start` tokens): rows int32 [b, W]
+    left-padded, rows_len [b]. Returns (last logits float32 [b, vocab], the rows' segment)."""
+    pos, valid = _left_padded(rows_len, rows.shape[1], start)
+    return run(stack, config, rows, pos, valid, segments, logits="last")
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _score_choices(stack, segments, last, ctx_len, cont, cont_len, *, config: ModelConfig):
+    """Continuations cont int32 [b, K, T] (right-padded, cont_len [b, K]) after contexts already read
+    into `segments`, whose last logits are `last` [b, vocab] and lengths ctx_len [b].
+
+    Returns (summed log-probs float32 [b, K], all-greedy bool [b, K]).
+    """
     t = cont.shape[2]
     steps = jnp.arange(t)[None, :]
 
@@ -113,42 +135,13 @@ def _choices(params, config: ModelConfig, cache, last, ctx_len, cont, cont_len):
         if t == 1:  # single-token continuations: the context's last logits are all we need
             pred = last[:, None]
         else:
-            logits, _ = extend(params, config, cache, toks, ctx_len[:, None] + steps, keep)
+            logits, _ = run(stack, config, toks, ctx_len[:, None] + steps, keep, segments)
             pred = jnp.concatenate([last[:, None], logits[:, :-1]], axis=1)
         lp, greedy = _token_logprobs(pred, toks)
         return jnp.sum(jnp.where(keep, lp, 0.0), axis=1), jnp.all(greedy | ~keep, axis=1)
 
     lps, greedy = jax.lax.map(choice, (jnp.swapaxes(cont, 0, 1), cont_len.T))  # [K, b]
     return lps.T, greedy.T
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _score_batch(params, ctx, ctx_len, cont, cont_len, *, config: ModelConfig):
-    """ctx int32 [b, W] left-padded, ctx_len [b]; cont int32 [b, K, T] right-padded, cont_len [b, K].
-
-    Returns (summed log-probs float32 [b, K], all-greedy bool [b, K]).
-    """
-    b, width = ctx.shape
-    positions, valid = _left_padded(ctx_len, width)
-    cache = init_cache(config, b, width + cont.shape[2])
-    last, cache = extend(params, config, cache, ctx, positions, valid, fresh=True, last_only=True)  # [b, vocab]
-    return _choices(params, config, cache, last, ctx_len, cont, cont_len)
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _score_shared(params, prefix, prefix_len, suffix, suffix_len, cont, cont_len, *, config: ModelConfig):
-    """Contexts that start with one shared prefix: prefix int32 [1, P] left-padded (prefix_len real
-    tokens), each row's rest suffix int32 [b, S] left-padded (suffix_len [b], at least 1), then
-    continuations as in `_score_batch`. The prefix is read once and its cache copied to every row."""
-    b, width = suffix.shape
-    pos, valid = _left_padded(prefix_len[None], prefix.shape[1])
-    cache = init_cache(config, 1, prefix.shape[1] + width + cont.shape[2])
-    _, cache = extend(params, config, cache, prefix, pos, valid, fresh=True, last_only=True)
-    rows = lambda x, axis: jnp.repeat(x, b, axis=axis)  # noqa: E731
-    cache = cache._replace(k=rows(cache.k, 1), v=rows(cache.v, 1), pos=rows(cache.pos, 0), valid=rows(cache.valid, 0))
-    pos, valid = _left_padded(suffix_len, width, prefix_len)
-    last, cache = extend(params, config, cache, suffix, pos, valid, last_only=True)
-    return _choices(params, config, cache, last, prefix_len + suffix_len, cont, cont_len)
 
 
 def _check_request(i: int, ctx: Sequence[int], conts: Sequence[Sequence[int]], config: ModelConfig):
@@ -183,6 +176,7 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
     ctxs = [list(ctx)[-(config.context_length - max(map(len, conts))):] for ctx, conts in requests]
     # Sorted by their tokens, neighbours share prefixes (k-shot examples); else by length, for less padding.
     out: list = [None] * len(requests)
+    stack = stack_layers(params, config)
     bar = _progress(len(requests), progress, desc)
     for idx in _plan(ctxs, batch_size, share_prefix):
         k = max(len(requests[i][1]) for i in idx)
@@ -195,24 +189,21 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
                 cont[r, j, : len(cj)], cont_len[r, j] = cj, len(cj)
         rows = [ctxs[i] for i in idx]
         shared = _common_prefix(rows) if share_prefix else 0
+        segments = ()
         if shared >= MIN_SHARED:
             prefix = np.zeros((1, _round_up(shared, 2)), np.int32)  # read once: coarse sizes cost little
             prefix[0, prefix.shape[1] - shared:] = rows[0][:shared]
-            width = _round_up(max(len(c) for c in rows) - shared)
-            suffix = np.zeros((batch_size, width), np.int32)
-            suffix_len = np.ones(batch_size, np.int32)
-            for r, c in enumerate(rows):
-                rest = c[shared:]
-                suffix[r, width - len(rest):], suffix_len[r] = rest, len(rest)
-            lps, greedy = _score_shared(params, prefix, np.int32(shared), suffix, suffix_len, cont, cont_len,
-                                        config=config)
+            segments = (_read_prefix(stack, prefix, np.int32(shared), config=config),)
         else:
-            width = _round_up(max(map(len, rows)))
-            ctx = np.zeros((batch_size, width), np.int32)
-            ctx_len = np.ones(batch_size, np.int32)
-            for r, c in enumerate(rows):
-                ctx[r, width - len(c):], ctx_len[r] = c, len(c)
-            lps, greedy = _score_batch(params, ctx, ctx_len, cont, cont_len, config=config)
+            shared = 0
+        width = _round_up(max(len(c) for c in rows) - shared)
+        rest = np.zeros((batch_size, width), np.int32)
+        rest_len = np.ones(batch_size, np.int32)
+        for r, c in enumerate(rows):
+            rest[r, width - len(c) + shared:], rest_len[r] = c[shared:], len(c) - shared
+        last, own = _read_rows(stack, rest, rest_len, np.int32(shared), segments, config=config)
+        lps, greedy = _score_choices(stack, (*segments, own), last, shared + rest_len, cont, cont_len,
+                                     config=config)
         lps, greedy = jax.device_get((lps, greedy))
         for r, i in enumerate(idx):
             n = len(requests[i][1])
