@@ -84,7 +84,7 @@ def _plan(ctxs: Sequence[Sequence[int]], batch_size: int, share_prefix: bool) ->
             runs.append(run)
             run, shared = [i], len(ctxs[i])
     runs.append(run)
-    alone = set(i for r in runs if len(r) == 1 for i in r)
+    alone = {i for r in runs if len(r) == 1 for i in r}
     lonely = [i for i in by_length if i in alone]
     return [r for r in runs if len(r) > 1] + [lonely[s: s + batch_size] for s in range(0, len(lonely), batch_size)]
 
