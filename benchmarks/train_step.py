@@ -50,6 +50,20 @@ Profile of the JAX step (per-part timings with the machine otherwise idle, `benc
   target: PyTorch eager's step is about 1.5 s. The remaining gap is in XLA's elementwise
   and transpose passes between matmuls: the norms, RoPE, residuals, the softmax backward, and
   the logits. PyTorch runs these as vectorised kernels on both cores.
+- A second pass (2026-11-24, a slower day on this host: 2048^3 matmul 137-146 GFLOP/s, one
+  run gave jax 1,458 / eager 1,721 / compile 2,001 tokens/s, 0.85x and 0.73x):
+  - No XLA flag beat the noise of about 10% on the whole step: adding YNNPACK REDUCE fusion,
+    the concurrency-optimised scheduler, the FAST_RUNTIME preset, fast math, or dropping
+    ELTWISE fusion (DOT only). Default flags were slowest (3.1-3.2 s against 2.9-3.0 s).
+  - Per fusion: the head's forward matmul ([4096, 256] x [256, 10000]) takes 230 ms, at
+    91 GFLOP/s. The head's weight gradient first transposes the [4096, 10000] logit gradient
+    (40 ms copy). The MLP's up-projections reach only about 48 GFLOP/s (45 ms each), against
+    about 105 GFLOP/s for the same shapes in the backward pass.
+  - In isolation, RMSNorm + SwiGLU forward+backward on [4096, 256] takes 350 ms, and the same
+    MLP without the norm takes 257 ms. So the norm's 4 MB of elementwise work costs 93 ms,
+    probably because it is fused into the YNNPACK dot graphs. With DOT-only fusion the pair
+    takes 277 ms. Concatenating w1 and w3 into one up-projection was 7% faster with our
+    flags and 15% slower with DOT-only fusion. These are the next things to attack.
 """
 
 
