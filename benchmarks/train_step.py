@@ -54,16 +54,17 @@ Profile of the JAX step (per-part timings with the machine otherwise idle, `benc
   run gave jax 1,458 / eager 1,721 / compile 2,001 tokens/s, 0.85x and 0.73x):
   - No XLA flag beat the noise of about 10% on the whole step: adding YNNPACK REDUCE fusion,
     the concurrency-optimised scheduler, the FAST_RUNTIME preset, fast math, or dropping
-    ELTWISE fusion (DOT only). Default flags were slowest (3.1-3.2 s against 2.9-3.0 s).
+    ELTWISE fusion (DOT only). Default flags were slowest in both runs (3.1-3.2 s against 2.9-3.0 s).
   - Per fusion: the head's forward matmul ([4096, 256] x [256, 10000]) takes 230 ms, at
     91 GFLOP/s. The head's weight gradient first transposes the [4096, 10000] logit gradient
     (40 ms copy). The MLP's up-projections reach only about 48 GFLOP/s (45 ms each), against
     about 105 GFLOP/s for the same shapes in the backward pass.
-  - In isolation, RMSNorm + SwiGLU forward+backward on [4096, 256] takes 350 ms, and the same
-    MLP without the norm takes 257 ms. So the norm's 4 MB of elementwise work costs 93 ms,
-    probably because it is fused into the YNNPACK dot graphs. With DOT-only fusion the pair
-    takes 277 ms. Concatenating w1 and w3 into one up-projection was 7% faster with our
-    flags and 15% slower with DOT-only fusion. These are the next things to attack.
+  - In isolation, SwiGLU forward+backward on [4096, 256] (w1, w3 256->1024, w2 1024->256)
+    takes 255-265 ms in repeated runs, with or without the RMSNorm before it and with or
+    without an optimization barrier between them (the norm alone is 5 ms). Its matmuls are
+    19 GFLOP, 140 ms at this day's matmul rate, so nearly half of the MLP is elementwise work and
+    slow matmul layouts. A first single run that suggested the norm cost 90 ms did not repeat:
+    on this shared host, single runs swing by 30%.
 """
 
 
