@@ -5,8 +5,9 @@
     texts = generate(params, config, tokenizer, ["The ", "Once"], SamplingConfig(temperature=0.8))
 
 Modules: `cache` (KVCache, extend), `sampling`, `generate` (batched, left-padded, on-device loop),
-`speculative` (draft-and-verify), `load` (a run directory -> params, config, tokenizer), and
-`naive` (the no-cache reference sampler).
+`speculative` (draft-and-verify), `load` (a run directory -> params, config, tokenizer), `segments`
+(the layer-scanned pass over key/value segments that the evaluation scorer uses), and `naive` (the
+no-cache reference sampler).
 """
 
 from lm.inference.cache import KVCache, extend, init_cache, rewind
