@@ -14,10 +14,9 @@ the tokens they share are read once into a one-row segment that the whole
 batch attends to, before each row's own rest: the same numbers at a fraction
 of the cost. The layers run as one scanned program, so the many shapes of a
 benchmark (prefix, rest and answer widths) compile in seconds, not minutes.
-Padding never changes
-a score: pad slots are masked out of attention and real tokens keep
-positions 0, 1, ... Contexts too long for the model lose tokens from the left
-(as in lm-evaluation-harness), so that context + continuation fits.
+Padding never changes a score: pad slots are masked out of attention and real
+tokens keep positions 0, 1, ... Contexts too long for the model lose tokens
+from the left (as in lm-evaluation-harness), so that context + continuation fits.
 """
 
 from __future__ import annotations
@@ -189,13 +188,12 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
                 cont[r, j, : len(cj)], cont_len[r, j] = cj, len(cj)
         rows = [ctxs[i] for i in idx]
         shared = _common_prefix(rows) if share_prefix else 0
+        shared = shared if shared >= MIN_SHARED else 0
         segments = ()
-        if shared >= MIN_SHARED:
+        if shared:
             prefix = np.zeros((1, _round_up(shared, 2)), np.int32)  # read once: coarse sizes cost little
             prefix[0, prefix.shape[1] - shared:] = rows[0][:shared]
             segments = (_read_prefix(stack, prefix, np.int32(shared), config=config),)
-        else:
-            shared = 0
         width = _round_up(max(len(c) for c in rows) - shared)
         rest = np.zeros((batch_size, width), np.int32)
         rest_len = np.ones(batch_size, np.int32)

@@ -24,13 +24,11 @@ copied.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from lm.model import ModelConfig, bind
 from lm.model.layers import MASK_VALUE, attention_mask, softmax
@@ -49,18 +47,6 @@ def stack_layers(params: dict, config: ModelConfig) -> dict:
     blocks = [params[f"block_{i}"] for i in range(config.n_layers)]
     rest = {k: v for k, v in params.items() if not k.startswith("block_")}
     return {**rest, "blocks": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}
-
-
-@functools.lru_cache(maxsize=64)
-def _block_abstract(config: ModelConfig):
-    return nnx.split(nnx.eval_shape(lambda: Block(config, jax.random.PRNGKey(0))))
-
-
-def _bind_block(layer: dict, config: ModelConfig) -> Block:
-    graphdef, abstract = _block_abstract(config)
-    state = jax.tree.map(lambda x: x, abstract)
-    nnx.replace_by_pure_dict(state, layer)
-    return nnx.merge(graphdef, state)
 
 
 def _attend(q, parts):
@@ -104,7 +90,7 @@ def run(stack: dict, config: ModelConfig, tokens: jax.Array, positions: jax.Arra
 
     def layer(x, xs):
         params, seg_kv = xs
-        block = _bind_block(params, c)
+        block = bind(params, c, Block)
         new = {}
 
         def attend(h):

@@ -175,10 +175,15 @@ class Transformer(nnx.Module):
         return out.astype(jnp.float32)
 
 
+def _abstract(config: ModelConfig, module: type | None = None):
+    """(graphdef, abstract state) of the model (or of one `module` class of it, e.g. Block); built once
+    per config, no arrays allocated."""
+    return _abstract_of(config, module or Transformer)
+
+
 @functools.lru_cache(maxsize=64)
-def _abstract(config: ModelConfig):
-    """(graphdef, abstract state) of the model; built once per config, no arrays allocated."""
-    return nnx.split(nnx.eval_shape(lambda: Transformer(config, jax.random.PRNGKey(0))))
+def _abstract_of(config: ModelConfig, module: type):
+    return nnx.split(nnx.eval_shape(lambda: module(config, jax.random.PRNGKey(0))))
 
 
 def init(config: ModelConfig, key: jax.Array) -> dict:
@@ -187,9 +192,10 @@ def init(config: ModelConfig, key: jax.Array) -> dict:
     return nnx.to_pure_dict(state)
 
 
-def bind(params: dict, config: ModelConfig) -> Transformer:
-    """A Transformer module over `params` (for callers that want the layers, e.g. a KV-cache decoder)."""
-    graphdef, abstract = _abstract(config)
+def bind(params: dict, config: ModelConfig, module: type | None = None) -> nnx.Module:
+    """A Transformer module over `params` (for callers that want the layers, e.g. a KV-cache decoder);
+    with `module` (e.g. Block), that one part of the model over its own params."""
+    graphdef, abstract = _abstract(config, module)
     state = jax.tree.map(lambda x: x, abstract)  # a fresh copy: the cached state must stay untouched
     nnx.replace_by_pure_dict(state, params)
     return nnx.merge(graphdef, state)
