@@ -2,6 +2,7 @@
 
     params = init(config, key)                      # nested dict of arrays
     logits = forward(params, tokens, config)        # [batch, seq, vocab] float32
+    hidden, (w, vocab_major), aux = forward_hidden(params, tokens, config)  # for a fused loss
     axes = logical_axes(config)                     # same tree, PartitionSpecs of logical names
 
 Flax NNX defines the modules; `init` and `forward` cross to plain pytrees with
@@ -143,8 +144,9 @@ class Transformer(nnx.Module):
         if not config.tie_embeddings:
             self.head = Linear(config.d_model, config.vocab_size, ("embed", "vocab"), keys[2], pd)
 
-    def __call__(self, tokens, positions=None, k_valid=None):
-        """tokens int [batch, seq] -> (logits float32 [batch, seq, vocab], MoE aux loss)."""
+    def __call__(self, tokens, positions=None, k_valid=None, hidden_only=False):
+        """tokens int [batch, seq] -> (logits float32 [batch, seq, vocab], MoE aux loss);
+        with `hidden_only`, the final hidden states [batch, seq, d_model] instead of the logits."""
         c = self.config
         index_causal = positions is None
         if positions is None:
@@ -155,7 +157,7 @@ class Transformer(nnx.Module):
         for i in range(c.n_layers):
             x, a = getattr(self, f"block_{i}")(x, positions, k_valid, index_causal)
             x, aux = constrain(x, residual), aux + a
-        return self.logits(x), aux / c.n_layers
+        return (self.final_hidden(x) if hidden_only else self.logits(x)), aux / c.n_layers
 
     def embed_tokens(self, tokens, positions):
         """tokens int [batch, seq] -> [batch, seq, d_model] in the compute dtype, positions added."""
@@ -167,10 +169,17 @@ class Transformer(nnx.Module):
             x = x + sinusoidal_positions(positions, c.d_model).astype(x.dtype)
         return x
 
+    def final_hidden(self, x):
+        """The final norm of pre-norm models (identity for post-norm ones): [..., d_model]."""
+        return self.final_norm(x) if self.config.norm_position == "pre" else x
+
+    def output_projection(self):
+        """(w, vocab_major): the head [d_model, vocab], or the tied embedding [vocab, d_model]."""
+        return (self.embed.embedding[...], True) if self.config.tie_embeddings else (self.head.kernel[...], False)
+
     def logits(self, x):
         """Final norm (pre-norm models) and output projection: [..., d_model] -> float32 [..., vocab]."""
-        if self.config.norm_position == "pre":
-            x = self.final_norm(x)
+        x = self.final_hidden(x)
         out = self.embed.attend(x) if self.config.tie_embeddings else self.head(x)
         return out.astype(jnp.float32)
 
@@ -211,6 +220,18 @@ def forward(params: dict, tokens: jax.Array, config: ModelConfig, *, positions=N
     """
     logits, aux = bind(params, config)(tokens, positions, k_valid)
     return (logits, {"moe_aux_loss": aux}) if return_aux else logits
+
+
+def forward_hidden(params: dict, tokens: jax.Array, config: ModelConfig):
+    """The forward pass up to, not including, the logits, for losses that fuse the output projection
+    (`lm.train.loss.linear_cross_entropy`).
+
+    Returns (hidden [batch, seq, d_model] after the final norm, (w, vocab_major) the output
+    projection as in `Transformer.output_projection`, MoE aux loss []).
+    """
+    model = bind(params, config)
+    hidden, aux = model(tokens, hidden_only=True)
+    return hidden, model.output_projection(), aux
 
 
 def logical_axes(config: ModelConfig) -> dict:

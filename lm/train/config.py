@@ -18,6 +18,9 @@ class TrainConfig:
     grad_accum: int = 1  # microbatches per step; batch_size must divide by it
     seed: int = 0
     z_loss: float = 0.0
+    # Tokens per chunk of the fused output projection + cross-entropy (lm.train.loss.linear_cross_entropy);
+    # 0 computes the full [batch, seq, vocab] logits and then the loss.
+    loss_chunk: int = 512
     moe_aux_weight: float = 0.01  # weight of the MoE load-balancing loss, if the model has experts
     eval_every: int = 200
     eval_batches: int = 20  # validation batches per evaluation (0: the whole split)
@@ -41,8 +44,8 @@ class TrainConfig:
                 f"TrainConfig.batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum} "
                 "(each microbatch gets batch_size // grad_accum sequences)"
             )
-        if self.eval_batches < 0 or self.z_loss < 0 or self.peak_flops < 0:
-            raise ValueError("TrainConfig.eval_batches, z_loss and peak_flops must be >= 0")
+        if self.eval_batches < 0 or self.z_loss < 0 or self.peak_flops < 0 or self.loss_chunk < 0:
+            raise ValueError("TrainConfig.eval_batches, z_loss, peak_flops and loss_chunk must be >= 0")
 
     @property
     def tokens_per_step(self) -> int:

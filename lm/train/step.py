@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm.model import forward, init
+from lm.model import forward, forward_hidden, init
 from lm.optim import build_optimizer, global_norm
 from lm.train.config import TrainConfig
-from lm.train.loss import cross_entropy
+from lm.train.loss import cross_entropy, linear_cross_entropy
 
 TrainState = dict[str, Any]
 
@@ -35,17 +35,26 @@ def init_state(config: TrainConfig, key: jax.Array) -> TrainState:
     return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": opt_state, "rng": run_key}
 
 
+def _token_loss(params, inputs, targets, config: TrainConfig, z_loss: float):
+    """(loss, metrics, MoE aux loss) of next-token targets, fused with the output projection
+    unless `config.loss_chunk` is 0."""
+    if config.loss_chunk:
+        hidden, (w, vocab_major), moe_aux = forward_hidden(params, inputs, config.model)
+        loss, metrics = linear_cross_entropy(hidden, w, targets, z_loss=z_loss, vocab_major=vocab_major,
+                                             chunk_tokens=config.loss_chunk)
+    else:
+        logits, aux = forward(params, inputs, config.model, return_aux=True)
+        loss, metrics = cross_entropy(logits, targets, z_loss=z_loss)
+        moe_aux = aux["moe_aux_loss"]
+    return loss, metrics, moe_aux
+
+
 def loss_fn(params, tokens: jax.Array, config: TrainConfig):
     """Mean next-token loss of int32 tokens [batch, seq + 1] and its aux metrics."""
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    loss, metrics, moe_aux = _token_loss(params, tokens[:, :-1], tokens[:, 1:], config, config.z_loss)
     if config.model.n_experts:
-        logits, aux = forward(params, inputs, config.model, return_aux=True)
-    else:
-        logits, aux = forward(params, inputs, config.model), {}
-    loss, metrics = cross_entropy(logits, targets, z_loss=config.z_loss)
-    if "moe_aux_loss" in aux:
-        loss = loss + config.moe_aux_weight * aux["moe_aux_loss"]
-        metrics["moe_aux_loss"] = aux["moe_aux_loss"]
+        loss = loss + config.moe_aux_weight * moe_aux
+        metrics["moe_aux_loss"] = moe_aux
     return loss, metrics
 
 
@@ -87,9 +96,7 @@ def apply_gradients(state: TrainState, grads, loss, metrics: dict, config: Train
 
 def eval_step(params, batch: jax.Array, config: TrainConfig) -> dict:
     """Summed loss and token count of a validation batch (sums, so batches add up)."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits = forward(params, inputs, config.model)
-    _, aux = cross_entropy(logits, targets)
+    _, aux, _ = _token_loss(params, batch[:, :-1], batch[:, 1:], config, z_loss=0.0)
     return {"nll_sum": aux["nll"] * aux["num_tokens"], "tokens": aux["num_tokens"]}
 
 

@@ -58,6 +58,19 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_fused_loss_trains_like_full_logits(tmp_path, tied):
+    model = dataclasses.replace(MODEL, tie_embeddings=tied)
+    data = _data()
+    kw = dict(model=model, steps=3, eval_every=3, save_every=3, z_loss=1e-3)
+    full = train(_config(loss_chunk=0, **kw), data, tmp_path / "full", progress=False)
+    fused = train(_config(loss_chunk=16, **kw), data, tmp_path / "fused", progress=False)  # 4 chunks a batch
+    np.testing.assert_allclose([l for _, l in _losses(fused.history)], [l for _, l in _losses(full.history)], rtol=1e-5)
+    np.testing.assert_allclose(fused.final_val_loss, full.final_val_loss, rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(full.state["params"]), jax.tree.leaves(fused.state["params"])):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
+
+
 def test_outputs_and_learning(tmp_path):
     result = train(_config(steps=60, eval_every=30, save_every=30), _data(), tmp_path / "run", progress=False)
     losses = [l for _, l in _losses(result.history)]
@@ -97,3 +110,5 @@ def test_config_validation():
         _config(batch_size=6, grad_accum=4)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         _config(steps=0)
+    with pytest.raises(ValueError, match="loss_chunk must be >= 0"):
+        _config(loss_chunk=-1)
