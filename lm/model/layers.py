@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lm.model.config import ModelConfig
@@ -95,15 +96,52 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     q [batch, q_len, heads, head_dim]; k, v [batch, k_len, kv_heads, head_dim];
     mask boolean broadcastable to [batch, kv_heads, groups, q_len, k_len].
     Returns [batch, q_len, heads, head_dim].
+
+    The gradient is written out (`_attention_bwd`) rather than left to autodiff:
+    it reuses the forward's probabilities and takes the softmax backward from
+    rowsum(dout * out) over [q_len, head_dim] instead of rowsum(dprobs * probs)
+    over [q_len, k_len], which on CPU is most of the cost of attention's
+    backward pass (benchmarks/RESULTS.md).
     """
     b, t, h, hd = q.shape
     kv = k.shape[2]
-    qg = q.reshape(b, t, kv, h // kv, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) / math.sqrt(hd)
-    scores = jnp.where(mask, scores, MASK_VALUE)
-    probs = softmax(scores).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = _attention(q.reshape(b, t, kv, h // kv, hd), k, v, mask)
     return out.reshape(b, t, h, hd)
+
+
+def _attention_probs(qg, k, mask):
+    """Softmax probabilities float32 [b, kv, g, t, s] of grouped queries qg [b, t, kv, g, hd]."""
+    scale = 1.0 / math.sqrt(qg.shape[-1])
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg * jnp.asarray(scale, qg.dtype), k, preferred_element_type=jnp.float32)
+    return softmax(jnp.where(mask, scores, MASK_VALUE))
+
+
+@jax.custom_vjp
+def _attention(qg, k, v, mask):
+    probs = _attention_probs(qg, k, mask).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v)
+
+
+def _attention_fwd(qg, k, v, mask):
+    probs = _attention_probs(qg, k, mask)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    return out, (qg, k, v, mask, probs, out)
+
+
+def _attention_bwd(res, dout):
+    qg, k, v, mask, probs, out = res
+    scale = 1.0 / math.sqrt(qg.shape[-1])
+    dv = jnp.einsum("bkgts,btkgd->bskd", probs.astype(dout.dtype), dout)
+    dprobs = jnp.einsum("btkgd,bskd->bkgts", dout, v, preferred_element_type=jnp.float32)
+    # softmax backward: dscores = p * (dp - sum_s p dp), and sum_s p dp = sum_d dout * out.
+    delta = jnp.einsum("btkgd,btkgd->bkgt", dout.astype(jnp.float32), out.astype(jnp.float32))
+    dscores = (probs * (dprobs - delta[..., None]) * scale).astype(qg.dtype)
+    dq = jnp.einsum("bkgts,bskd->btkgd", dscores, k)
+    dk = jnp.einsum("bkgts,btkgd->bskd", dscores, qg).astype(k.dtype)
+    return dq, dk, dv, np.zeros(mask.shape, jax.dtypes.float0)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int = 0,
