@@ -96,52 +96,8 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     q [batch, q_len, heads, head_dim]; k, v [batch, k_len, kv_heads, head_dim];
     mask boolean broadcastable to [batch, kv_heads, groups, q_len, k_len].
     Returns [batch, q_len, heads, head_dim].
-
-    The gradient is written out (`_attention_bwd`) rather than left to autodiff:
-    it reuses the forward's probabilities and takes the softmax backward from
-    rowsum(dout * out) over [q_len, head_dim] instead of rowsum(dprobs * probs)
-    over [q_len, k_len], which on CPU is most of the cost of attention's
-    backward pass (benchmarks/RESULTS.md).
     """
-    b, t, h, hd = q.shape
-    kv = k.shape[2]
-    out = _attention(q.reshape(b, t, kv, h // kv, hd), k, v, mask)
-    return out.reshape(b, t, h, hd)
-
-
-def _attention_probs(qg, k, mask):
-    """Softmax probabilities float32 [b, kv, g, t, s] of grouped queries qg [b, t, kv, g, hd]."""
-    scale = 1.0 / math.sqrt(qg.shape[-1])
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg * jnp.asarray(scale, qg.dtype), k, preferred_element_type=jnp.float32)
-    return softmax(jnp.where(mask, scores, MASK_VALUE))
-
-
-@jax.custom_vjp
-def _attention(qg, k, v, mask):
-    probs = _attention_probs(qg, k, mask).astype(v.dtype)
-    return jnp.einsum("bkgts,bskd->btkgd", probs, v)
-
-
-def _attention_fwd(qg, k, v, mask):
-    probs = _attention_probs(qg, k, mask)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
-    return out, (qg, k, v, mask, probs, out)
-
-
-def _attention_bwd(res, dout):
-    qg, k, v, mask, probs, out = res
-    scale = 1.0 / math.sqrt(qg.shape[-1])
-    dv = jnp.einsum("bkgts,btkgd->bskd", probs.astype(dout.dtype), dout)
-    dprobs = jnp.einsum("btkgd,bskd->bkgts", dout, v, preferred_element_type=jnp.float32)
-    # softmax backward: dscores = p * (dp - sum_s p dp), and sum_s p dp = sum_d dout * out.
-    delta = jnp.einsum("btkgd,btkgd->bkgt", dout.astype(jnp.float32), out.astype(jnp.float32))
-    dscores = (probs * (dprobs - delta[..., None]) * scale).astype(qg.dtype)
-    dq = jnp.einsum("bkgts,bskd->btkgd", dscores, k)
-    dk = jnp.einsum("bkgts,btkgd->bskd", dscores, qg).astype(k.dtype)
-    return dq, dk, dv, np.zeros(mask.shape, jax.dtypes.float0)
-
-
-_attention.defvjp(_attention_fwd, _attention_bwd)
+    return _token_major(_attention(*_head_major(q, k, v), mask))
 
 
 def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int = 0,
@@ -158,6 +114,7 @@ def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: i
     """
     t = q.shape[1]
     block = max(64, -(-t // 8))  # at most 8 blocks, so long contexts do not unroll into huge graphs
+    qh, kh, vh = _head_major(q, k, v)
     outs = []
     for start in range(0, t, block):
         end = min(start + block, t)
@@ -169,8 +126,63 @@ def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: i
         mask = allowed[None, None, None]
         if k_valid is not None:
             mask = mask & k_valid[:, None, None, None, k_start:end]
-        outs.append(dot_product_attention(q[:, start:end], k[:, k_start:end], v[:, k_start:end], mask))
-    return jnp.concatenate(outs, axis=1)
+        outs.append(_attention(qh[:, :, :, start:end], kh[:, :, k_start:end], vh[:, :, k_start:end], mask))
+    return _token_major(jnp.concatenate(outs, axis=3))
+
+
+# Attention runs head-major: with [batch, kv_heads, ...] leading, every product below is a plain
+# batched matmul, where the token-major layout made XLA transpose q, k and v for each one
+# (25-30% of attention's time on CPU, benchmarks/RESULTS.md).
+def _head_major(q, k, v):
+    """q [b, t, heads, hd] -> [b, kv, groups, t, hd]; k, v [b, s, kv, hd] -> [b, kv, s, hd]."""
+    b, t, h, hd = q.shape
+    kv = k.shape[2]
+    qh = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4)
+    return qh, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+
+def _token_major(out):
+    """[b, kv, groups, t, hd] -> [b, t, heads, hd]."""
+    b, kv, g, t, hd = out.shape
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, kv * g, hd)
+
+
+def _attention_probs(qh, kh, mask):
+    """Softmax probabilities float32 [b, kv, g, t, s]."""
+    scale = 1.0 / math.sqrt(qh.shape[-1])
+    scores = jnp.einsum("bkgtd,bksd->bkgts", qh * jnp.asarray(scale, qh.dtype), kh, preferred_element_type=jnp.float32)
+    return softmax(jnp.where(mask, scores, MASK_VALUE))
+
+
+# The gradient is written out rather than left to autodiff: it reuses the forward's probabilities
+# and takes the softmax backward from rowsum(dout * out) over [t, hd] instead of
+# rowsum(dprobs * probs) over [t, s].
+@jax.custom_vjp
+def _attention(qh, kh, vh, mask):
+    """Head-major attention: qh [b, kv, g, t, hd], kh, vh [b, kv, s, hd] -> [b, kv, g, t, hd]."""
+    return jnp.einsum("bkgts,bksd->bkgtd", _attention_probs(qh, kh, mask).astype(vh.dtype), vh)
+
+
+def _attention_fwd(qh, kh, vh, mask):
+    probs = _attention_probs(qh, kh, mask)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(vh.dtype), vh)
+    return out, (qh, kh, vh, mask, probs, out)
+
+
+def _attention_bwd(res, dout):
+    qh, kh, vh, mask, probs, out = res
+    scale = 1.0 / math.sqrt(qh.shape[-1])
+    dv = jnp.einsum("bkgts,bkgtd->bksd", probs.astype(dout.dtype), dout)
+    dprobs = jnp.einsum("bkgtd,bksd->bkgts", dout, vh, preferred_element_type=jnp.float32)
+    # softmax backward: dscores = p * (dp - sum_s p dp), and sum_s p dp = sum_d dout * out.
+    delta = jnp.einsum("bkgtd,bkgtd->bkgt", dout.astype(jnp.float32), out.astype(jnp.float32))
+    dscores = (probs * (dprobs - delta[..., None]) * scale).astype(qh.dtype)
+    dq = jnp.einsum("bkgts,bksd->bkgtd", dscores, kh)
+    dk = jnp.einsum("bkgts,bkgtd->bksd", dscores, qh).astype(kh.dtype)
+    return dq, dk, dv, np.zeros(mask.shape, jax.dtypes.float0)
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def activation_fn(name: str):
