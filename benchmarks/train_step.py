@@ -27,44 +27,39 @@ from benchmarks.results import machine_description, markdown_table, write_sectio
 
 BATCH = 16
 LR, B1, B2, EPS, WD, CLIP = 3e-3, 0.9, 0.95, 1e-8, 0.1, 1.0
-WORKERS = ("jax", "torch-eager", "torch-compile")
+# "jax-accum2" is the same optimizer step computed as 2 microbatches of 8 (TrainConfig.grad_accum=2).
+WORKERS = ("jax", "jax-accum2", "torch-eager", "torch-compile")
 
 # What profiling the XLA CPU step found (jaxlib 0.10.2, 2-core EPYC); kept with the numbers it explains.
 PROFILE_NOTES = """\
-Profile of the JAX step (per-part timings with the machine otherwise idle, `bench` shapes):
-- Matmuls are not the problem: every [4096, 256] x [256, 1024] product, forward or either
-  backward layout, runs at 150-197 GFLOP/s through YNNPACK, as fast as a 2048^3 matmul.
-- The SwiGLU MLP forward+backward took 311 ms per layer against about 110 ms of matmul work.
-  The elementwise work around the matmuls (silu, gate product and their gradients) ran as
-  separate XLA loops over [4096, 1024] arrays, and the weight-gradient dots took transposed
-  operand copies. Letting YNNPACK fuse elementwise ops into its graphs
-  (`--xla_cpu_experimental_ynn_fusion_type=...DOT,...ELTWISE`, set by `lm/xla_flags.py`)
-  brings the MLP to about 170 ms and the whole step from 2.18 to 1.91 s (1.14x).
-- Attention was 183 ms per layer forward+backward, mostly softmax and masking over the full
-  [16, 8, 256, 256] score tensor. Query blocks of 64 that score only the keys they can see
-  (`blocked_causal_attention`) cut that by 30-40%. `jax.nn.dot_product_attention` (XLA)
-  is no faster than our einsum version on CPU.
-- The optimizer update is 7-9 ms (ours and optax alike) and cross-entropy on [4096, 10000]
-  logits is about 110 ms forward+backward. A one-hot formulation was slower than the gather.
-- Together these took the step from about 2.35 s to 1.91 s. That is still short of the
-  target: PyTorch eager's step is about 1.5 s. The remaining gap is in XLA's elementwise
-  and transpose passes between matmuls: the norms, RoPE, residuals, the softmax backward, and
-  the logits. PyTorch runs these as vectorised kernels on both cores.
-- A second pass (2026-11-24, a slower day on this host: 2048^3 matmul 137-146 GFLOP/s, one
-  run gave jax 1,458 / eager 1,721 / compile 2,001 tokens/s, 0.85x and 0.73x):
-  - No XLA flag beat the noise of about 10% on the whole step: adding YNNPACK REDUCE fusion,
-    the concurrency-optimised scheduler, the FAST_RUNTIME preset, fast math, or dropping
-    ELTWISE fusion (DOT only). Default flags were slowest in both runs (3.1-3.2 s against 2.9-3.0 s).
-  - Per fusion: the head's forward matmul ([4096, 256] x [256, 10000]) takes 230 ms, at
-    91 GFLOP/s. The head's weight gradient first transposes the [4096, 10000] logit gradient
-    (40 ms copy). The MLP's up-projections reach only about 48 GFLOP/s (45 ms each), against
-    about 105 GFLOP/s for the same shapes in the backward pass.
-  - In isolation, SwiGLU forward+backward on [4096, 256] (w1, w3 256->1024, w2 1024->256)
-    takes 255-265 ms in repeated runs, with or without the RMSNorm before it and with or
-    without an optimization barrier between them (the norm alone is 5 ms). Its matmuls are
-    19 GFLOP, 140 ms at this day's matmul rate, so nearly half of the MLP is elementwise work and
-    slow matmul layouts. A first single run that suggested the norm cost 90 ms did not repeat:
-    on this shared host, single runs swing by 30%.
+Profile of the JAX step (jaxlib 0.10.2 on this 2-core EPYC; single runs on this shared host swing by
+10-30%, so every comparison below alternated the variants in one process or back to back):
+- Where the time goes. Removing the SwiGLU MLP from the model takes about 1.0 s off a 2.4 s step;
+  the output projection + loss is about 0.6 s; attention about 0.4 s. XLA's matmuls are the core
+  of the gap to PyTorch: alone, a [4096, 256] x [256, 1024] product in any layout takes 16-23 ms
+  in JAX against 14-15 ms for PyTorch's MKL, and the MLP forward+backward 200-225 ms against
+  161-169 ms. Writing the MLP's gradient by hand, concatenating w1 and w3, or running it over
+  1,024-token chunks all stayed within those 200-225 ms.
+- Fixed: the output projection and cross-entropy now run fused over 512-token chunks, with the
+  gradients formed in the forward pass (`lm.train.loss.linear_cross_entropy`,
+  `TrainConfig.loss_chunk`). The [4096, 10000] logits, their softmax gradient and its
+  transposed copy are never materialised: 1.04 s -> 0.62-0.77 s for the head alone, and
+  2.9-3.0 s -> 2.4-2.5 s for the step. 1,024-token chunks (41 MB of logits, past the 32 MB L3)
+  were slower again.
+- Fixed: attention's gradient is written out (`_attention_bwd`: the forward's probabilities are
+  kept, and the softmax backward uses rowsum(dout * out)), and attention runs head-major so each
+  product is a plain batched matmul rather than one that first transposes q, k or v: one layer's
+  forward+backward went from 110-139 ms to 80-100 ms.
+- Earlier: query blocks that skip hidden keys (`blocked_causal_attention`, 30-40% off attention),
+  and YNNPACK eltwise fusion (`lm/xla_flags.py`, 1.14x on the step when it was added).
+- Microbatches: the same step as 2 microbatches of 8 sequences (`grad_accum=2`, the
+  `jax-accum2` row) is about 10% faster, since a 2,048-token microbatch's activations stay
+  closer to the 32 MB L3. Two virtual CPU devices with data parallelism gave a similar 5-15%.
+- Tried without effect beyond the noise: every XLA CPU matmul backend (YNNPACK with and without
+  eltwise fusion, oneDNN, XNNPACK, Eigen), the concurrency-optimised scheduler, fast math. XLA
+  maps a fresh 1 GB temp buffer each step (250k page faults, about 0.75 CPU-seconds in the kernel
+  per step); keeping it mapped (glibc arena_max=1, mmap_max=0) cut the faults 8x but did not
+  move the step time.
 """
 
 
@@ -92,14 +87,14 @@ def _time_steps(step, batches, warmup: int) -> float:
     return (time.perf_counter() - t0) / (len(batches) - warmup)
 
 
-def worker_jax(steps: int, warmup: int) -> dict:
+def worker_jax(steps: int, warmup: int, grad_accum: int = 1) -> dict:
     import jax
 
     from lm.optim import OptimizerConfig
     from lm.train.config import TrainConfig
     from lm.train.step import compiled_steps, init_state
 
-    config = TrainConfig(model=_model_config(), batch_size=BATCH, steps=10_000,
+    config = TrainConfig(model=_model_config(), batch_size=BATCH, steps=10_000, grad_accum=grad_accum,
                          optim=OptimizerConfig(lr=LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD, grad_clip=CLIP))
     train, _ = compiled_steps(config)
     box = {"state": init_state(config, jax.random.PRNGKey(0))}
@@ -186,8 +181,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     if args.worker:
-        if args.worker == "jax":
-            result = worker_jax(args.steps, args.warmup)
+        if args.worker.startswith("jax"):
+            result = worker_jax(args.steps, args.warmup, grad_accum=2 if args.worker == "jax-accum2" else 1)
         elif args.worker == "matmul":
             result = worker_matmul()
         else:
