@@ -23,8 +23,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from lm.model import bind, logical_axes
 from lm.train.config import TrainConfig
-from lm.train.loss import cross_entropy
-from lm.train.step import apply_gradients, init_state
+from lm.train.step import apply_gradients, head_loss, init_state
 
 BLOCKS = "blocks"
 
@@ -136,8 +135,8 @@ def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: 
     init = jax.tree.map(functools.partial(_vary, axes=("pipe", *data)),  # differs per stage and data shard
                         (act, jnp.zeros((microbatches, *act.shape), act.dtype)))
     (_, outputs), _ = jax.lax.scan(tick, init, jnp.arange(microbatches + stages - 1))
-    logits = model.logits(outputs.reshape(b, t, c.d_model))
-    loss, metrics = cross_entropy(logits, targets, z_loss=config.z_loss)
+    hidden = model.final_hidden(outputs.reshape(b, t, c.d_model))
+    loss, metrics = head_loss(hidden, model.output_projection(), targets, config, config.z_loss)
     last = stage == stages - 1
     out = {k: jax.lax.psum(jnp.where(last, v, 0.0), "pipe") for k, v in dict(metrics, loss=loss).items()}
     if data_axis is not None:
