@@ -160,7 +160,7 @@ def _attention_probs(qh, kh, mask):
 @jax.custom_vjp
 def _attention(qh, kh, vh, mask):
     """Head-major attention: qh [b, kv, g, t, hd], kh, vh [b, kv, s, hd] -> [b, kv, g, t, hd]."""
-    return jnp.einsum("bkgts,bksd->bkgtd", _attention_probs(qh, kh, mask).astype(vh.dtype), vh)
+    return _attention_fwd(qh, kh, vh, mask)[0]
 
 
 def _attention_fwd(qh, kh, vh, mask):

@@ -2,7 +2,6 @@
 
     params = init(config, key)                      # nested dict of arrays
     logits = forward(params, tokens, config)        # [batch, seq, vocab] float32
-    hidden, (w, vocab_major), aux = forward_hidden(params, tokens, config)  # for a fused loss
     axes = logical_axes(config)                     # same tree, PartitionSpecs of logical names
 
 Flax NNX defines the modules; `init` and `forward` cross to plain pytrees with
@@ -177,11 +176,14 @@ class Transformer(nnx.Module):
         """(w, vocab_major): the head [d_model, vocab], or the tied embedding [vocab, d_model]."""
         return (self.embed.embedding[...], True) if self.config.tie_embeddings else (self.head.kernel[...], False)
 
-    def logits(self, x):
-        """Final norm (pre-norm models) and output projection: [..., d_model] -> float32 [..., vocab]."""
-        x = self.final_hidden(x)
+    def project(self, x):
+        """The output projection alone: final hidden states [..., d_model] -> float32 [..., vocab]."""
         out = self.embed.attend(x) if self.config.tie_embeddings else self.head(x)
         return out.astype(jnp.float32)
+
+    def logits(self, x):
+        """Final norm (pre-norm models) and output projection: [..., d_model] -> float32 [..., vocab]."""
+        return self.project(self.final_hidden(x))
 
 
 def _abstract(config: ModelConfig, module: type | None = None):
@@ -220,18 +222,6 @@ def forward(params: dict, tokens: jax.Array, config: ModelConfig, *, positions=N
     """
     logits, aux = bind(params, config)(tokens, positions, k_valid)
     return (logits, {"moe_aux_loss": aux}) if return_aux else logits
-
-
-def forward_hidden(params: dict, tokens: jax.Array, config: ModelConfig):
-    """The forward pass up to, not including, the logits, for losses that fuse the output projection
-    (`lm.train.loss.linear_cross_entropy`).
-
-    Returns (hidden [batch, seq, d_model] after the final norm, (w, vocab_major) the output
-    projection as in `Transformer.output_projection`, MoE aux loss []).
-    """
-    model = bind(params, config)
-    hidden, aux = model(tokens, hidden_only=True)
-    return hidden, model.output_projection(), aux
 
 
 def logical_axes(config: ModelConfig) -> dict:

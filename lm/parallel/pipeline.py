@@ -136,7 +136,7 @@ def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: 
                         (act, jnp.zeros((microbatches, *act.shape), act.dtype)))
     (_, outputs), _ = jax.lax.scan(tick, init, jnp.arange(microbatches + stages - 1))
     hidden = model.final_hidden(outputs.reshape(b, t, c.d_model))
-    loss, metrics = head_loss(hidden, model.output_projection(), targets, config, config.z_loss)
+    loss, metrics = head_loss(model, hidden, targets, config, config.z_loss)
     last = stage == stages - 1
     out = {k: jax.lax.psum(jnp.where(last, v, 0.0), "pipe") for k, v in dict(metrics, loss=loss).items()}
     if data_axis is not None:

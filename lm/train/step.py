@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm.model import forward_hidden, init
+from lm.model import bind, init
 from lm.optim import build_optimizer, global_norm
 from lm.train.config import TrainConfig
 from lm.train.loss import cross_entropy, linear_cross_entropy
@@ -35,22 +35,22 @@ def init_state(config: TrainConfig, key: jax.Array) -> TrainState:
     return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": opt_state, "rng": run_key}
 
 
-def head_loss(hidden, head, targets: jax.Array, config: TrainConfig, z_loss: float):
-    """(loss, metrics) of final hidden states [batch, seq, d_model] through the output projection
-    `head` = (w, vocab_major) as `forward_hidden` returns it: fused and chunked
-    (`linear_cross_entropy`) unless `config.loss_chunk` is 0, which forms the full logits."""
-    w, vocab_major = head
+def head_loss(model, hidden, targets: jax.Array, config: TrainConfig, z_loss: float):
+    """(loss, metrics) of a bound Transformer's final hidden states [batch, seq, d_model] (after the
+    final norm): the output projection fused with the loss over chunks (`linear_cross_entropy`),
+    or, with `config.loss_chunk` 0, the full logits and then the loss."""
     if config.loss_chunk:
+        w, vocab_major = model.output_projection()
         return linear_cross_entropy(hidden, w, targets, z_loss=z_loss, vocab_major=vocab_major,
                                     chunk_tokens=config.loss_chunk)
-    logits = jnp.einsum("bsd,vd->bsv" if vocab_major else "bsd,dv->bsv", hidden, w.astype(hidden.dtype))
-    return cross_entropy(logits.astype(jnp.float32), targets, z_loss=z_loss)
+    return cross_entropy(model.project(hidden), targets, z_loss=z_loss)
 
 
 def _token_loss(params, inputs, targets, config: TrainConfig, z_loss: float):
     """(loss, metrics, MoE aux loss) of next-token targets."""
-    hidden, head, moe_aux = forward_hidden(params, inputs, config.model)
-    loss, metrics = head_loss(hidden, head, targets, config, z_loss)
+    model = bind(params, config.model)
+    hidden, moe_aux = model(inputs, hidden_only=True)
+    loss, metrics = head_loss(model, hidden, targets, config, z_loss)
     return loss, metrics, moe_aux
 
 
