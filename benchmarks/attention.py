@@ -6,7 +6,7 @@ jax.nn.dot_product_attention (XLA and cuDNN), forward and forward+backward, bf16
     python benchmarks/attention.py --seqs 8192 --head-dims 128 --no-write
 
 Each configuration has 16k tokens (batch = 16384 // seq) and 2048 model dims (32 heads of 64 or
-16 of 128). "naive" is the model's own XLA path (`lm.model.layers.dot_product_attention`, which
+16 of 128). "naive" is the model's own XLA path (`lm.model.attention(..., impl="xla")`, which
 materialises the [t, t] scores). TFLOP/s count the causal half of the matmuls: forward
 4 * b * h * t^2 * d / 2, forward+backward 3.5x that (the backward does 2.5x the forward's
 matmul work), the same numerator for every implementation. Memory is what XLA allocates for
@@ -33,7 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 from benchmarks.gpu import compile_fn, require_gpu, time_interleaved  # noqa: E402
 from benchmarks.results import markdown_table, write_section  # noqa: E402
 from kernels.flash_attention import BlockSizes, default_block_sizes, flash_attention  # noqa: E402
-from lm.model.layers import dot_product_attention  # noqa: E402
+from lm.model.attention import attention  # noqa: E402
 
 TOKENS, WIDTH = 16384, 2048
 TARGET_SEQ, TARGET_VS_CUDNN, TARGET_VS_NAIVE = 8192, 0.9, 3.0
@@ -43,9 +43,7 @@ CANDIDATES = [BlockSizes(128, 64, 64, 64, 4, 3), BlockSizes(128, 128, 64, 64, 8,
 
 def implementations(blocks: BlockSizes) -> dict:
     def naive(q, k, v):
-        t = q.shape[1]
-        mask = (jnp.arange(t)[None, :] <= jnp.arange(t)[:, None])[None, None, None]
-        return dot_product_attention(q, k, v, mask)
+        return attention(q, k, v, impl="xla")
 
     return {
         "pallas (ours)": lambda q, k, v: flash_attention(q, k, v, block_sizes=blocks),

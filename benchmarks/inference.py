@@ -78,7 +78,7 @@ def torch_kv_model(params: dict, config):
     d, h, g, hd = c.d_model, c.n_heads, c.kv_heads, c.head_dim
     blocks = []
     for i in range(c.n_layers):
-        p = params[f"block_{i}"]
+        p = jax.tree.map(lambda a, i=i: a[i], params["blocks"])  # layer i of the stacked layers
         blocks.append(dict(an=t(p["attn_norm"]["scale"]), mn=t(p["mlp_norm"]["scale"]),
                            wqkv=torch.cat([t(p["attn"][w]).reshape(d, -1) for w in ("wq", "wk", "wv")], 1),
                            wo=t(p["attn"]["wo"]).reshape(h * hd, d), w1=t(p["mlp"]["w1"]["kernel"]),

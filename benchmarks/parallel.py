@@ -103,7 +103,7 @@ def textbook(config: TrainConfig, sizes: dict, state: dict) -> float:
         total += 3 * (f - 1) / f * p_t
     if s > 1:
         micro = config.parallel.microbatches or 2 * s
-        blocks = sum(param_bytes(v) for k, v in state["params"].items() if k.startswith("block_"))
+        blocks = param_bytes(state["params"]["blocks"])
         total += 2 * (micro + s - 1) * (local_rows // micro) * m.context_length * m.d_model * 4
         total += ring(d) * blocks / s + ring(d * s) * (p_all - blocks)
     elif d > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -115,7 +116,7 @@ def load_params(model: TorchTransformer, params: dict) -> None:
         model.head.weight.copy_(t(params["head"]["kernel"]).T)
         model.final_norm.scale.copy_(t(params["final_norm"]["scale"]))
         for i, blk in enumerate(model.blocks):
-            p = params[f"block_{i}"]
+            p = jax.tree.map(lambda a: a[i], params["blocks"])  # layer i of the stacked layers
             blk.attn_norm.scale.copy_(t(p["attn_norm"]["scale"]))
             blk.mlp_norm.scale.copy_(t(p["mlp_norm"]["scale"]))
             blk.wq.weight.copy_(t(p["attn"]["wq"], (d, -1)).T)

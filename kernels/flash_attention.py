@@ -2,23 +2,36 @@
 
     out = flash_attention(q, k, v)                      # causal, scale 1/sqrt(head_dim)
     out = flash_attention(q, k, v, causal=False, k_valid=mask, block_sizes=BlockSizes(128, 64))
+    out = flash_attention(q, k, v, q_segments=doc, k_segments=doc)  # packed documents, causal
+    out = flash_attention(q, k, v, logit_softcap=50.0)  # scores become 50 tanh(scores / 50)
     ref = reference_attention(q, k, v)                  # the same thing in plain jnp
 
 q [batch, t, heads, head_dim]; k, v [batch, s, kv_heads, head_dim] (grouped-query attention
 when kv_heads < heads, query head i reading key head i // (heads // kv_heads)).
 
+Document masking: q_segments [batch, t] and k_segments [batch, s] (int) let a query see only the
+keys with its own segment id, on top of the causal / window / k_valid / position rules; packed
+training windows pass the same per-token document ids as both. The logit softcap (Gemma 2)
+squashes the scaled scores scale * q.k to cap * tanh(scores / cap) before masking; it is a Python
+float compiled into the kernels (0: off).
+
 The forward kernel walks one query block over the key blocks with an online softmax in base 2,
-skipping key blocks that causal (and sliding-window) masking hides entirely, and saves the
-log-sum-exp. The backward pass recomputes the probabilities from it in two kernels: dK/dV
-(one program per key block, looping over query blocks of every query head in its group)
-and dQ (one program per query block), after the delta = rowsum(dO * O) preprocessing.
+skipping key blocks that causal (and sliding-window) masking hides entirely and, with segment
+ids, key blocks whose ids cannot meet the query block's (disjoint [min, max] ranges, decided per
+block pair with `lax.cond`, so packed documents cost about the sum of their own attention), and
+saves the log-sum-exp. The backward pass recomputes the probabilities from it in two kernels:
+dK/dV (one program per key block, looping over query blocks and, in each, every query head of
+its group) and dQ (one program per query block), after the delta = rowsum(dO * O)
+preprocessing; both skip blocks by the same rules.
 `jax.custom_vjp` ties them together. Lengths that are not multiples of the block size and
 head dims that are not powers of two are zero-padded here and masked in the kernels.
 
 The softmax scale is an argument. A Python float (or None: 1/sqrt(head_dim)) is compiled into
 the kernels. A jax array is instead multiplied into q before the kernels, so autodiff of that
 multiply turns the kernels' dq into d(scale) = <dq_scaled, q>; this is how d(scale) is
-checked in tests/kernels.
+checked in tests/kernels. The softcap composes with both: the kernels cap their own scores
+(static scale * q_scaled.k), which equal scale * q.k, so the chain rule through the multiply
+still gives the right d(scale).
 
 Backends. On a GPU the kernels compile with Pallas's Triton backend, chosen explicitly with
 `pallas.triton.CompilerParams` because jax 0.10 already defaults Pallas on GPU to Mosaic GPU.
@@ -38,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -64,18 +78,18 @@ def default_block_sizes(head_dim: int, interpret: bool) -> BlockSizes:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _flash(q, k, v, pos, st: Static):
-    return forward(q, k, v, pos, st)[0]
+def _flash(q, k, v, rows, st: Static):
+    return forward(q, k, v, rows, st)[0]
 
 
-def _flash_fwd(q, k, v, pos, st):
-    o, lse = forward(q, k, v, pos, st)
-    return o, (q, k, v, pos, o, lse)
+def _flash_fwd(q, k, v, rows, st):
+    o, lse = forward(q, k, v, rows, st)
+    return o, (q, k, v, rows, o, lse)
 
 
 def _flash_bwd(st, res, do):
-    q, k, v, pos, o, lse = res
-    dq, dk, dv = backward(q, k, v, pos, o, lse, do, st)
+    q, k, v, rows, o, lse = res
+    dq, dk, dv = backward(q, k, v, rows, o, lse, do, st)
     return dq.astype(q.dtype), dk, dv, None
 
 
@@ -94,7 +108,7 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def _check(q, k, v, causal, window, k_valid, q_positions, k_positions):
+def _check(q, k, v, causal, window, k_valid, q_positions, k_positions, q_segments, k_segments, logit_softcap):
     if q.ndim != 4 or k.shape != v.shape or k.ndim != 4:
         raise ValueError(f"expected q [b, t, heads, d] and k, v [b, s, kv_heads, d], "
                          f"got {q.shape}, {k.shape}, {v.shape}")
@@ -109,22 +123,40 @@ def _check(q, k, v, causal, window, k_valid, q_positions, k_positions):
         raise ValueError("pass both q_positions and k_positions, or neither")
     if k_valid is not None and k_valid.shape != k.shape[:2]:
         raise ValueError(f"k_valid must be [batch, s] = {k.shape[:2]}, got {k_valid.shape}")
+    if (q_segments is None) != (k_segments is None):
+        raise ValueError("pass both q_segments and k_segments, or neither (for self-attention over packed "
+                         "documents, the same ids as both)")
+    if q_segments is not None:
+        for name, x, want in (("q_segments", q_segments, q.shape[:2]), ("k_segments", k_segments, k.shape[:2])):
+            if tuple(x.shape) != tuple(want) or not jnp.issubdtype(x.dtype, jnp.integer):
+                raise ValueError(f"{name} must be an integer array [batch, {'t' if name[0] == 'q' else 's'}] = "
+                                 f"{tuple(want)}, got {x.dtype} {tuple(x.shape)}")
+    if (isinstance(logit_softcap, (bool, jax.Array)) or not isinstance(logit_softcap, numbers.Real)
+            or not 0 <= logit_softcap < math.inf):
+        raise ValueError(f"logit_softcap must be a Python float >= 0 (0 turns it off; it is compiled into the "
+                         f"kernels, so it cannot be a jax array), got {logit_softcap!r}")
 
 
 def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale=None, *, causal: bool = True,
                     window: int = 0, k_valid: jax.Array | None = None, q_positions: jax.Array | None = None,
-                    k_positions: jax.Array | None = None, block_sizes: BlockSizes | None = None,
-                    interpret: bool | None = None) -> jax.Array:
-    """Attention softmax(scale * q k^T + mask) v, [b, t, heads, d], in q's dtype (float32 accumulation).
+                    k_positions: jax.Array | None = None, q_segments: jax.Array | None = None,
+                    k_segments: jax.Array | None = None, logit_softcap: float = 0.0,
+                    block_sizes: BlockSizes | None = None, interpret: bool | None = None) -> jax.Array:
+    """Attention softmax(softcap(scale * q k^T) + mask) v, [b, t, heads, d], in q's dtype (float32 accumulation).
 
     causal: key j visible to query i iff pos(j) <= pos(i); window > 0 also needs pos(i) - pos(j) < window.
     k_valid: bool [b, s], False hides a key (padding). q_positions [b, t], k_positions [b, s]: int
     positions for the masks (default: the indices 0..t-1, 0..s-1; with explicit positions no block
-    can be skipped, since the kernel cannot know they are ordered). A query that sees no key outputs 0.
+    can be skipped by causality, since the kernel cannot know they are ordered).
+    q_segments [b, t], k_segments [b, s]: int segment (document) ids; a key is visible only to queries
+    with the same id. Any ids work; blocks whose id ranges cannot meet are skipped, which pays off
+    when ids are non-decreasing along the sequence (packed documents), with or without positions.
+    A query that sees no key outputs 0.
+    logit_softcap: 0 (off) or cap > 0: scores scale * q.k become cap * tanh(scores / cap) before masking.
     scale: None (1/sqrt(d)), a Python float (compiled in), or an array (differentiable).
     interpret: None chooses by backend (interpret on CPU).
     """
-    _check(q, k, v, causal, window, k_valid, q_positions, k_positions)
+    _check(q, k, v, causal, window, k_valid, q_positions, k_positions, q_segments, k_segments, logit_softcap)
     b, t, h, d = q.shape
     s = k.shape[1]
     interpret = default_interpret() if interpret is None else interpret
@@ -152,31 +184,29 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale=None, *, cau
         pos = (_pad_axis(q_positions.astype(jnp.int32), 1, tp, -1), _pad_axis(kpos, 1, sp, FAR))
     else:
         pos = ()
+    if q_segments is not None:
+        # The kernels also mask padded rows by index, whatever these ids; -1 and -2 just never match.
+        seg = (_pad_axis(q_segments.astype(jnp.int32), 1, tp, -1), _pad_axis(k_segments.astype(jnp.int32), 1, sp, -2))
+    else:
+        seg = ()
     st = Static(scale=static_scale, causal=causal, window=int(window), kv_len=s, has_pos=bool(pos),
-                skip=not explicit, blocks=blocks, interpret=bool(interpret))
-    return _flash(qp, kp, vp, pos, st)[:, :t, :, :d]
+                skip=not explicit, blocks=blocks, interpret=bool(interpret), has_seg=bool(seg), q_len=t,
+                softcap=float(logit_softcap))
+    return _flash(qp, kp, vp, pos + seg, st)[:, :t, :, :d]
 
 
 def reference_attention(q, k, v, scale=None, *, causal: bool = True, window: int = 0, k_valid=None,
-                        q_positions=None, k_positions=None) -> jax.Array:
-    """`flash_attention` in plain jnp (float32 math, full score matrix); same arguments and conventions."""
-    _check(q, k, v, causal, window, k_valid, q_positions, k_positions)
-    b, t, h, d = q.shape
-    s, kvh = k.shape[1], k.shape[2]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    qp = jnp.arange(t)[None, :] if q_positions is None else q_positions
-    kp = jnp.arange(s)[None, :] if k_positions is None else k_positions
-    visible = jnp.ones((b, t, s), bool) if k_valid is None else jnp.broadcast_to(k_valid[:, None, :], (b, t, s))
-    if causal:
-        visible = visible & (kp[:, None, :] <= qp[:, :, None])
-    if window:
-        visible = visible & (qp[:, :, None] - kp[:, None, :] < window)
-    qg = q.astype(jnp.float32).reshape(b, t, kvh, h // kvh, d)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(jnp.float32)) * scale
-    mask = visible[:, None, None]
-    logits = jnp.where(mask, logits, -jnp.inf)
-    m = jnp.max(logits, axis=-1, keepdims=True)
-    p = jnp.where(mask, jnp.exp(logits - jnp.where(jnp.isfinite(m), m, 0.0)), 0.0)
-    p = p / jnp.maximum(jnp.sum(p, axis=-1, keepdims=True), 1e-30)  # rows with no visible key give 0
-    out = jnp.einsum("bkgts,bskd->btkgd", p, v.astype(jnp.float32))
-    return out.reshape(b, t, h, d).astype(q.dtype)
+                        q_positions=None, k_positions=None, q_segments=None, k_segments=None,
+                        logit_softcap: float = 0.0) -> jax.Array:
+    """`flash_attention` by the model's own XLA attention (`lm.model.attention`, impl "xla": float32
+    math, full score matrix), the one reference for every implementation; same arguments."""
+    from lm.model.attention import attention
+
+    _check(q, k, v, causal, window, k_valid, q_positions, k_positions, q_segments, k_segments, logit_softcap)
+    qf = q.astype(jnp.float32)
+    if scale is not None:  # attention() scales by 1/sqrt(d): fold the wanted scale into q (differentiably)
+        qf = qf * (scale * math.sqrt(q.shape[-1]))
+    out = attention(qf, k.astype(jnp.float32), v.astype(jnp.float32), q_positions=q_positions,
+                    k_positions=k_positions, q_segments=q_segments, k_segments=k_segments, k_valid=k_valid,
+                    window=window, causal=causal, impl="xla", softcap=logit_softcap)
+    return out.astype(q.dtype)

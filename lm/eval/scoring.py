@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.inference.segments import Segment, run, stack_layers
+from lm.inference.segments import Segment, run
 from lm.model import ModelConfig, forward
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]  # (context ids, [continuation ids per choice])
@@ -104,22 +104,22 @@ def _left_padded(tokens_len: jax.Array, width: int, start: jax.Array | int = 0):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _read_prefix(stack, prefix, prefix_len, *, config: ModelConfig) -> Segment:
+def _read_prefix(params, prefix, prefix_len, *, config: ModelConfig) -> Segment:
     """The shared prefix int32 [1, P] (left-padded, prefix_len real tokens) as a one-row segment."""
     pos, valid = _left_padded(prefix_len[None], prefix.shape[1])
-    return run(stack, config, prefix, pos, valid, logits="none")[1]
+    return run(params, config, prefix, pos, valid, logits="none")[1]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _read_rows(stack, rows, rows_len, start, segments, *, config: ModelConfig):
+def _read_rows(params, rows, rows_len, start, segments, *, config: ModelConfig):
     """Each row's context (or its rest after a shared prefix of `start` tokens): rows int32 [b, W]
     left-padded, rows_len [b]. Returns (last logits float32 [b, vocab], the rows' segment)."""
     pos, valid = _left_padded(rows_len, rows.shape[1], start)
-    return run(stack, config, rows, pos, valid, segments, logits="last")
+    return run(params, config, rows, pos, valid, segments, logits="last")
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _score_choices(stack, segments, last, ctx_len, cont, cont_len, *, config: ModelConfig):
+def _score_choices(params, segments, last, ctx_len, cont, cont_len, *, config: ModelConfig):
     """Continuations cont int32 [b, K, T] (right-padded, cont_len [b, K]) after contexts already read
     into `segments`, whose last logits are `last` [b, vocab] and lengths ctx_len [b].
 
@@ -134,7 +134,7 @@ def _score_choices(stack, segments, last, ctx_len, cont, cont_len, *, config: Mo
         if t == 1:  # single-token continuations: the context's last logits are all we need
             pred = last[:, None]
         else:
-            logits, _ = run(stack, config, toks, ctx_len[:, None] + steps, keep, segments)
+            logits, _ = run(params, config, toks, ctx_len[:, None] + steps, keep, segments)
             pred = jnp.concatenate([last[:, None], logits[:, :-1]], axis=1)
         lp, greedy = _token_logprobs(pred, toks)
         return jnp.sum(jnp.where(keep, lp, 0.0), axis=1), jnp.all(greedy | ~keep, axis=1)
@@ -175,7 +175,6 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
     ctxs = [list(ctx)[-(config.context_length - max(map(len, conts))):] for ctx, conts in requests]
     # Sorted by their tokens, neighbours share prefixes (k-shot examples); else by length, for less padding.
     out: list = [None] * len(requests)
-    stack = stack_layers(params, config)
     bar = _progress(len(requests), progress, desc)
     for idx in _plan(ctxs, batch_size, share_prefix):
         k = max(len(requests[i][1]) for i in idx)
@@ -193,14 +192,14 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
         if shared:
             prefix = np.zeros((1, _round_up(shared, 2)), np.int32)  # read once: coarse sizes cost little
             prefix[0, prefix.shape[1] - shared:] = rows[0][:shared]
-            segments = (_read_prefix(stack, prefix, np.int32(shared), config=config),)
+            segments = (_read_prefix(params, prefix, np.int32(shared), config=config),)
         width = _round_up(max(len(c) for c in rows) - shared)
         rest = np.zeros((batch_size, width), np.int32)
         rest_len = np.ones(batch_size, np.int32)
         for r, c in enumerate(rows):
             rest[r, width - len(c) + shared:], rest_len[r] = c[shared:], len(c) - shared
-        last, own = _read_rows(stack, rest, rest_len, np.int32(shared), segments, config=config)
-        lps, greedy = _score_choices(stack, (*segments, own), last, shared + rest_len, cont, cont_len,
+        last, own = _read_rows(params, rest, rest_len, np.int32(shared), segments, config=config)
+        lps, greedy = _score_choices(params, (*segments, own), last, shared + rest_len, cont, cont_len,
                                      config=config)
         lps, greedy = jax.device_get((lps, greedy))
         for r, i in enumerate(idx):

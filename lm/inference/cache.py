@@ -9,9 +9,9 @@ and attends to every valid slot, so one function serves prefill, single-token
 decode and the k + 1 token verification pass of speculative decoding. The
 math is the model's own: `lm.model.bind` gives the Transformer's modules
 (embedding, norms, `Attention.qkv` / `Attention.output`, MLP or MoE, head),
-and attention is `lm.model.layers.dot_product_attention` with
-`attention_mask` over the slots' stored positions, so RoPE, GQA, sliding
-windows and padding behave exactly as in `forward`.
+its layers run as the same scan (`Transformer.scan`, the cache in the carry),
+and attention is `lm.model.attention` over the slots' stored positions, so
+RoPE, GQA, sliding windows and padding behave exactly as in `forward`.
 
 Rows of a batch share slot indices (prompts are left-padded to one length);
 each slot also stores its token's position and whether it is real, so padded
@@ -26,8 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lm.model import ModelConfig, bind
-from lm.model.layers import attention_mask, dot_product_attention
+from lm.model import ModelConfig, attention, bind
 
 
 class KVCache(NamedTuple):
@@ -74,32 +73,34 @@ def extend(params: dict, config: ModelConfig, cache: KVCache, tokens: jax.Array,
     start = cache.length
     slot_pos = jax.lax.dynamic_update_slice(cache.pos, positions, (0, start))
     slot_valid = jax.lax.dynamic_update_slice(cache.valid, valid, (0, start))
-    length = start + t
-    if fresh:
-        mask = attention_mask(positions, positions, c.sliding_window, valid)
-    else:
-        filled = jnp.arange(cache.max_len) < length
-        mask = attention_mask(positions, slot_pos, c.sliding_window, slot_valid & filled[None, :])
+    filled = slot_valid & (jnp.arange(cache.max_len) < start + t)[None, :]
+    attend_kw = dict(window=c.sliding_window, impl="xla", softcap=c.logit_softcap)
 
-    x = model.embed_tokens(tokens, positions)
+    def layer(block, carry, i):
+        x, ks, vs = carry
+        new = {}
 
-    ks, vs = cache.k, cache.v
-    for i in range(c.n_layers):
-        block = getattr(model, f"block_{i}")
-
-        def attend(h, i=i, attn=block.attn):
-            nonlocal ks, vs
-            q, k, v = attn.qkv(h, positions)  # k, v [b, t, kv_heads, hd]
+        def attend(h):
+            q, k, v = block.attn.qkv(h, positions)  # k, v [b, t, kv_heads, hd]
             at = (i, 0, 0, start, 0)
-            ks = jax.lax.dynamic_update_slice(ks, jnp.swapaxes(k, 1, 2)[None].astype(ks.dtype), at)
-            vs = jax.lax.dynamic_update_slice(vs, jnp.swapaxes(v, 1, 2)[None].astype(vs.dtype), at)
-            if not fresh:  # attend over every slot: [b, kv, max_len, hd] -> [b, max_len, kv, hd]
-                k, v = jnp.swapaxes(ks[i], 1, 2), jnp.swapaxes(vs[i], 1, 2)
-            return attn.output(dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask))
+            new["k"] = jax.lax.dynamic_update_slice(ks, jnp.swapaxes(k, 1, 2)[None].astype(ks.dtype), at)
+            new["v"] = jax.lax.dynamic_update_slice(vs, jnp.swapaxes(v, 1, 2)[None].astype(vs.dtype), at)
+            if fresh:  # an empty cache: the new tokens are all there is to attend to
+                out = attention(q, k, v, q_positions=positions, k_positions=positions, k_valid=valid, **attend_kw)
+            else:  # every slot of this layer: [b, kv, max_len, hd] -> [b, max_len, kv, hd]
+                k_all = jnp.swapaxes(new["k"][i], 1, 2).astype(q.dtype)
+                v_all = jnp.swapaxes(new["v"][i], 1, 2).astype(q.dtype)
+                out = attention(q, k_all, v_all, q_positions=positions, k_positions=slot_pos, k_valid=filled,
+                                **attend_kw)
+            return block.attn.output(out)
 
         x, _ = block(x, positions, attend=attend)
+        return (x, new["k"], new["v"]), None
+
+    x = model.embed_tokens(tokens, positions)
+    (x, ks, vs), _ = model.scan(layer, (x, cache.k, cache.v), jnp.arange(c.n_layers))
     logits = model.logits(x[:, -1] if last_only else x)
-    return logits, KVCache(ks, vs, slot_pos, slot_valid, length)
+    return logits, KVCache(ks, vs, slot_pos, slot_valid, start + t)
 
 
 extend_jit = jax.jit(extend, static_argnames=("config", "fresh", "last_only"))

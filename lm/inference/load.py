@@ -5,7 +5,8 @@
 A run directory holds `checkpoints/STEP/` (orbax: `state`, `data`, `config`)
 and `tokenizer.json`. The saved config rebuilds the exact train-state
 template, so the checkpoint restores as training wrote it; only the
-parameters are kept.
+parameters are kept. Runs saved before the layers were stacked are converted
+as they load (`lm.train.convert`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from lm.config import from_dict
-from lm.train.checkpoint import checkpoint_manager, restore_checkpoint
+from lm.train.checkpoint import checkpoint_manager
 from lm.train.config import TrainConfig
+from lm.train.convert import restore_any_layout, saved_layout, upgrade_config
 
 
 def load_run(run_dir: str | os.PathLike, step: int | None = None, tokenizer: bool = True):
@@ -39,18 +41,11 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, tokenizer: boo
     if step not in steps:
         raise ValueError(f"no checkpoint for step {step} in {str(ckpt)!r}; saved steps: {sorted(steps)}")
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    if saved_layout(ckpt / str(step)) == "legacy":
+        saved = upgrade_config(saved)
     train_config = from_dict(TrainConfig, saved["train"])
     template = jax.eval_shape(functools.partial(init_state, train_config), jax.random.PRNGKey(0))
-    if train_config.parallel.pipe != 1:  # a pipeline run saves its blocks stacked (lm.parallel.pipeline)
-        from lm.parallel.pipeline import stack_state, unstack_state
-
-        try:
-            state, _, _ = restore_checkpoint(manager, jax.eval_shape(stack_state, template), step)
-            state = unstack_state(state)
-        except ValueError:  # pipe=-1 may have meant a single stage
-            state, _, _ = restore_checkpoint(manager, template, step)
-    else:
-        state, _, _ = restore_checkpoint(manager, template, step)
+    state, _, _ = restore_any_layout(manager, template, step)
     manager.close()
     tok = None
     if tokenizer:

@@ -1,16 +1,17 @@
 """The model run on top of key/value segments, its layers one `lax.scan` body.
 
-    stack = stack_layers(params, config)                        # once: blocks stacked on a leading axis
-    _, prefix = run(stack, config, prefix_ids, pos, valid, logits="none")            # rows = 1
-    last, rest = run(stack, config, suffix_ids, pos2, valid2, (prefix,), logits="last")  # rows = batch
-    logits, _ = run(stack, config, answer_ids, pos3, valid3, (prefix, rest))
+    _, prefix = run(params, config, prefix_ids, pos, valid, logits="none")            # rows = 1
+    last, rest = run(params, config, suffix_ids, pos2, valid2, (prefix,), logits="last")  # rows = batch
+    logits, _ = run(params, config, answer_ids, pos3, valid3, (prefix, rest))
 
 A `Segment` holds the keys and values of tokens already read, for every
 layer, with each token's position and whether it is real. New tokens attend
 to every segment they are given and to themselves (causally, by position, so
 RoPE, sliding windows and padding follow `lm.model.forward` exactly), and
 their own keys and values come back as a new segment. A segment of one row
-is shared by the whole batch: its keys are broadcast, never copied.
+is shared by the whole batch: its keys are broadcast, never copied. Each part
+is attended by `lm.model.attention`, and the parts' results are joined into
+one softmax by their log-sum-exps (`lm.model.attention.merge`).
 
 `lm.inference.cache` serves decoding, where one buffer is filled a token at a
 time. Scoring reads a long k-shot prefix once and many short rows on top of
@@ -24,15 +25,13 @@ copied.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lm.model import ModelConfig, bind
-from lm.model.layers import MASK_VALUE, attention_mask, softmax
-from lm.model.transformer import Block
+from lm.model import ModelConfig, attention, bind
+from lm.model.attention import merge
 
 
 class Segment(NamedTuple):
@@ -42,37 +41,19 @@ class Segment(NamedTuple):
     valid: jax.Array  # bool [rows, len]: a real token, not padding
 
 
-def stack_layers(params: dict, config: ModelConfig) -> dict:
-    """`params` with block_0 .. block_{n-1} replaced by "blocks": the same tree, leaves [layers, ...]."""
-    blocks = [params[f"block_{i}"] for i in range(config.n_layers)]
-    rest = {k: v for k, v in params.items() if not k.startswith("block_")}
-    return {**rest, "blocks": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}
-
-
-def _attend(q, parts):
-    """q [b, t, heads, hd] over key/value parts [(k, v, mask)]: k, v [b or 1, s, kv_heads, hd], mask
-    broadcastable to [b, 1, 1, t, s]; one softmax across all parts. Returns [b, t, heads, hd]."""
+def _attend_part(q, positions, k, v, k_pos, k_valid, config: ModelConfig):
+    """(out [b, t, heads, hd], lse [b, t, heads]) of q over one part; a one-row part is read by the whole
+    batch at once, its rows folded into one long query."""
+    kw = dict(window=config.sliding_window, impl="xla", softcap=config.logit_softcap, return_lse=True)
     b, t, h, hd = q.shape
-    kv = parts[0][0].shape[2]
-    qg = q.reshape(b, t, kv, h // kv, hd)
-    scores = []
-    for k, _, mask in parts:
-        if k.shape[0] == 1:  # shared by every row: one matmul with the whole batch as its rows
-            s = jnp.einsum("btkgd,skd->bkgts", qg, k[0], preferred_element_type=jnp.float32)
-        else:
-            s = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-        scores.append(jnp.where(mask, s / math.sqrt(hd), MASK_VALUE))
-    probs = softmax(jnp.concatenate(scores, axis=-1))
-    out, start = 0.0, 0
-    for k, v, _ in parts:
-        p = probs[..., start: start + k.shape[1]].astype(v.dtype)
-        start += k.shape[1]
-        spec = "bkgts,skd->btkgd" if v.shape[0] == 1 else "bkgts,bskd->btkgd"
-        out = out + jnp.einsum(spec, p, v[0] if v.shape[0] == 1 else v)
-    return out.reshape(b, t, h, hd)
+    if k.shape[0] == 1 and b > 1:
+        out, lse = attention(q.reshape(1, b * t, h, hd), k, v, q_positions=positions.reshape(1, b * t),
+                             k_positions=k_pos, k_valid=k_valid, **kw)
+        return out.reshape(b, t, h, hd), lse.reshape(b, t, h)
+    return attention(q, k, v, q_positions=positions, k_positions=k_pos, k_valid=k_valid, **kw)
 
 
-def run(stack: dict, config: ModelConfig, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
+def run(params: dict, config: ModelConfig, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
         segments: tuple[Segment, ...] = (), *, logits: str = "all"):
     """Read tokens int [b, t] (positions int [b, t], valid bool [b, t]) after `segments`.
 
@@ -82,27 +63,23 @@ def run(stack: dict, config: ModelConfig, tokens: jax.Array, positions: jax.Arra
     c = config
     dt = jnp.dtype(c.dtype)
     positions, valid = positions.astype(jnp.int32), valid.astype(bool)
-    first = jax.tree.map(lambda x: x[0], stack["blocks"])  # bind wants every block; only the embedding and head are used
-    model = bind({**{k: v for k, v in stack.items() if k != "blocks"},
-                  **{f"block_{i}": first for i in range(c.n_layers)}}, c)
-    masks = [attention_mask(positions, s.pos, c.sliding_window, s.valid) for s in segments]
-    own_mask = attention_mask(positions, positions, c.sliding_window, valid)
+    model = bind(params, c)
 
-    def layer(x, xs):
-        params, seg_kv = xs
-        block = bind(params, c, Block)
+    def layer(block, x, seg_kv):
         new = {}
 
         def attend(h):
             q, k, v = block.attn.qkv(h, positions)
             new["k"], new["v"] = k.astype(dt), v.astype(dt)
-            parts = [(sk.astype(q.dtype), sv.astype(q.dtype), m) for (sk, sv), m in zip(seg_kv, masks)]
-            return block.attn.output(_attend(q, [*parts, (k, v, own_mask)]))
+            parts = [_attend_part(q, positions, sk.astype(q.dtype), sv.astype(q.dtype), s.pos, s.valid, c)
+                     for (sk, sv), s in zip(seg_kv, segments)]
+            parts.append(_attend_part(q, positions, k, v, positions, valid, c))
+            return block.attn.output(merge(parts))
 
         x, _ = block(x, positions, attend=attend)
         return x, (new["k"], new["v"])
 
     x = model.embed_tokens(tokens, positions)
-    x, (ks, vs) = jax.lax.scan(layer, x, (stack["blocks"], tuple((s.k, s.v) for s in segments)))
+    x, (ks, vs) = model.scan(layer, x, tuple((s.k, s.v) for s in segments))
     out = None if logits == "none" else model.logits(x[:, -1] if logits == "last" else x)
     return out, Segment(ks, vs, positions, valid)

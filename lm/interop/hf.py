@@ -6,8 +6,12 @@
 A directory holds `config.json` and `model.safetensors`, or shards listed in
 `model.safetensors.index.json`. Hugging Face's `nn.Linear` weights are
 [out, in]; ours are [in, out] kernels, with attention split per head
-(wq [d, heads, hd], wo [heads, hd, d]). Both use half-split RoPE, so q and k
-need no permutation. Tensors are read and written with safetensors' NumPy API.
+(wq [d, heads, hd], wo [heads, hd, d]), and the layers stacked: HF's
+`model.layers.{i}.*` are row i of our `params["blocks"]` leaves. Both use
+half-split RoPE by default, so q and k need no permutation; a model trained
+with `rope_layout="interleaved"` is exported with its q and k head dimensions
+permuted into the half-split order, which computes exactly the same scores.
+Tensors are read and written with safetensors' NumPy API.
 """
 
 from __future__ import annotations
@@ -36,9 +40,8 @@ class MissingTensorError(KeyError):
         return str(self.args[0])
 
 
-def _layer_map(i: int, config: ModelConfig) -> dict[str, tuple[tuple[str, ...], str]]:
-    """HF name -> (our path, how to convert) for block i."""
-    hf, ours = f"model.layers.{i}.", (f"block_{i}",)
+def _layer_map(config: ModelConfig) -> dict[str, tuple[tuple[str, ...], str]]:
+    """HF name within `model.layers.{i}.` -> (path under our "blocks", how to convert)."""
     m = {
         "input_layernorm.weight": (("attn_norm", "scale"), "copy"),
         "post_attention_layernorm.weight": (("mlp_norm", "scale"), "copy"),
@@ -52,18 +55,26 @@ def _layer_map(i: int, config: ModelConfig) -> dict[str, tuple[tuple[str, ...], 
     }
     if config.qkv_bias:
         m |= {f"self_attn.{p}_proj.bias": (("attn", f"b{p}"), "heads") for p in "qkv"}
-    return {hf + k: (ours + path, how) for k, (path, how) in m.items()}
-
-
-def name_map(config: ModelConfig) -> dict[str, tuple[tuple[str, ...], str]]:
-    """Every HF tensor name of `config` -> (path in our params, conversion)."""
-    m = {"model.embed_tokens.weight": (("embed", "embedding"), "copy"),
-         "model.norm.weight": (("final_norm", "scale"), "copy")}
-    for i in range(config.n_layers):
-        m |= _layer_map(i, config)
-    if not config.tie_embeddings:
-        m["lm_head.weight"] = (("head", "kernel"), "T")
     return m
+
+
+def name_map(config: ModelConfig) -> dict[str, tuple[tuple[str, ...], str, int | None]]:
+    """Every HF tensor name of `config` -> (path in our params, conversion, layer index or None).
+    A layer's tensors live at that index of the leading axis of our stacked "blocks" leaves."""
+    m = {"model.embed_tokens.weight": (("embed", "embedding"), "copy", None),
+         "model.norm.weight": (("final_norm", "scale"), "copy", None)}
+    layer = _layer_map(config)
+    for i in range(config.n_layers):
+        m |= {f"model.layers.{i}.{k}": (("blocks", *path), how, i) for k, (path, how) in layer.items()}
+    if not config.tie_embeddings:
+        m["lm_head.weight"] = (("head", "kernel"), "T", None)
+    return m
+
+
+def _half_split_order(head_dim: int) -> np.ndarray:
+    """Index map taking an interleaved-RoPE head (pairs 2i, 2i+1) to the half-split order (pairs i,
+    i + head_dim/2): rotating pair i by the same angle in either order gives the same scores."""
+    return np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])
 
 
 def _to_ours(x: np.ndarray, how: str, config: ModelConfig) -> np.ndarray:
@@ -155,8 +166,9 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
                 if name not in wanted:
                     unexpected.append(name)
                     continue
-                keys, how = wanted.pop(name)
-                got, want = tuple(f.get_slice(name).get_shape()), _hf_shape(expected[keys], how)
+                keys, how, layer = wanted.pop(name)
+                shape = expected[keys][1:] if layer is not None else expected[keys]
+                got, want = tuple(f.get_slice(name).get_shape()), _hf_shape(shape, how)
                 if got != want:
                     raise ValueError(f"checkpoint {path}: tensor {name} has shape {got}, but config.json implies "
                                      f"{want}; the weights and config.json do not belong together")
@@ -164,7 +176,10 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
                 node = params
                 for k in keys[:-1]:
                     node = node.setdefault(k, {})
-                node[keys[-1]] = jnp.asarray(x)
+                if layer is None:
+                    node[keys[-1]] = x
+                else:  # row `layer` of the stacked leaf, filled in place as the layers arrive
+                    node.setdefault(keys[-1], np.zeros(expected[keys], x.dtype))[layer] = x
     if wanted:
         names = sorted(wanted)
         raise MissingTensorError(f"checkpoint {path} lacks {len(names)} tensor(s) its config.json needs, e.g. "
@@ -173,6 +188,7 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
         raise UnsupportedCheckpointError(
             f"checkpoint {path} has {len(unexpected)} tensor(s) this model has no place for, e.g. "
             f"{sorted(unexpected)[:5]}; loading without them would change the model's output")
+    params = jax.tree.map(jnp.asarray, params)
     tok = None
     if tokenizer and (path / "tokenizer.json").is_file():
         from lm.interop.tokenizer import HFTokenizer
@@ -216,13 +232,17 @@ def save_hf(params: dict, config: ModelConfig, path: str | os.PathLike, tokenize
 
     check_exportable(config)
     tensors = {}
-    for name, (keys, how) in name_map(config).items():
+    order = _half_split_order(config.head_dim) if config.rope_layout == "interleaved" else None
+    for name, (keys, how, layer) in name_map(config).items():
         node = params
         for k in keys:
             if not isinstance(node, dict) or k not in node:
                 raise KeyError(f"params lack {'/'.join(keys)} (for {name}); are they the params of this config?")
             node = node[k]
-        tensors[name] = np.ascontiguousarray(_to_hf(np.asarray(node), how))
+        x = np.asarray(node if layer is None else node[layer])
+        if order is not None and keys[-1] in ("wq", "wk", "bq", "bk"):
+            x = x[..., order]  # [.., heads, head_dim]: into HF's half-split RoPE order
+        tensors[name] = np.ascontiguousarray(_to_hf(x, how))
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     extra = {}

@@ -84,7 +84,7 @@ def config_from_hf(hf: dict, dtype: str = "float32") -> ModelConfig:
 def check_exportable(config: ModelConfig) -> None:
     """Raise naming the first field that no Llama/Qwen2 config can express."""
     want = {"norm": "rmsnorm", "norm_position": "pre", "activation": "swiglu", "positions": "rope",
-            "sliding_window": 0, "n_experts": 0}
+            "sliding_window": 0, "n_experts": 0, "qk_norm": False, "logit_softcap": 0.0}
     for name, value in want.items():
         if getattr(config, name) != value:
             raise ValueError(f"cannot export ModelConfig.{name}={getattr(config, name)!r} as a Llama/Qwen2 "
@@ -117,7 +117,8 @@ def config_to_hf(config: ModelConfig, **extra) -> dict:
 def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
     """Equal up to dtypes and kernel choices (what a round trip through config.json can keep)."""
     def key(c: ModelConfig) -> ModelConfig:
+        # rope_layout: an interleaved model is exported permuted into the half-split order, the same function.
         return dataclasses.replace(c, dtype="float32", param_dtype="float32", attention_impl="xla", norm_impl="xla",
-                                   n_kv_heads=c.kv_heads)
+                                   n_kv_heads=c.kv_heads, rope_layout="half", remat="none", scan_layers=True)
 
     return key(a) == key(b)

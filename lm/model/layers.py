@@ -12,13 +12,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from lm.model.attention import softmax
 from lm.model.config import ModelConfig
 from lm.model.sharding import constrain
-
-MASK_VALUE = -1e30  # finite, so fully masked rows give a uniform softmax rather than NaN
 
 
 def _param(value: jax.Array, axes: tuple) -> nnx.Param:
@@ -47,13 +45,6 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-
     return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
 
 
-def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Numerically stable softmax: subtract the max before exponentiating."""
-    x = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    e = jnp.exp(x)
-    return e / jnp.sum(e, axis=axis, keepdims=True)
-
-
 def rope_angles(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
     """cos, sin [batch, seq, head_dim // 2] for integer positions [batch, seq]."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
@@ -61,15 +52,21 @@ def rope_angles(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate x [batch, seq, heads, head_dim] by position.
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, layout: str = "half") -> jax.Array:
+    """Rotate x [batch, seq, heads, head_dim] by position; cos, sin [batch, seq, head_dim // 2].
 
-    Half-split pairing (dimension i with i + head_dim/2), as in Llama and
-    GPT-NeoX, so Hugging Face checkpoints load without permuting weights.
+    layout "half" pairs dimension i with i + head_dim/2 (Llama, GPT-NeoX and Hugging Face
+    checkpoints); "interleaved" pairs 2i with 2i + 1 (the RoFormer paper and CS336's handout).
+    Pair i turns by the same angle in both, so the layouts differ only by a fixed permutation
+    of q's and k's head dimensions (see lm.interop.hf for the export).
     """
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     c, s = cos[:, :, None, :], sin[:, :, None, :]
+    xf = x.astype(jnp.float32)
+    if layout == "interleaved":
+        x1, x2 = xf[..., 0::2], xf[..., 1::2]
+        return jnp.stack([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).reshape(x.shape).astype(x.dtype)
+    half = x.shape[-1] // 2
+    x1, x2 = xf[..., :half], xf[..., half:]
     return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(x.dtype)
 
 
@@ -78,111 +75,6 @@ def sinusoidal_positions(positions: jax.Array, d_model: int) -> jax.Array:
     i = jnp.arange(d_model // 2, dtype=jnp.float32)
     angles = positions.astype(jnp.float32)[..., None] / (10000.0 ** (2 * i / d_model))
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-
-
-def attention_mask(q_pos: jax.Array, k_pos: jax.Array, window: int = 0, k_valid: jax.Array | None = None) -> jax.Array:
-    """Boolean [batch, 1, 1, q, k]: key k visible to query q (causal, optional sliding window and padding)."""
-    allowed = k_pos[:, None, :] <= q_pos[:, :, None]
-    if window:
-        allowed &= q_pos[:, :, None] - k_pos[:, None, :] < window
-    if k_valid is not None:
-        allowed &= k_valid[:, None, :]
-    return allowed[:, None, None, :, :]
-
-
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention.
-
-    q [batch, q_len, heads, head_dim]; k, v [batch, k_len, kv_heads, head_dim];
-    mask boolean broadcastable to [batch, kv_heads, groups, q_len, k_len].
-    Returns [batch, q_len, heads, head_dim].
-    """
-    return _token_major(_attention(*_head_major(q, k, v), mask))
-
-
-def blocked_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, window: int = 0,
-                             k_valid: jax.Array | None = None) -> jax.Array:
-    """Causal attention by sequence index, skipping key blocks that no query in a block can see.
-
-    Same shapes and result as `dot_product_attention` with the causal mask of
-    positions 0..seq-1, but queries go in blocks and each block only scores
-    the keys up to its last query (and from its first window start), so a
-    causal layer does a bit over half the work of the full score matrix. On
-    CPU this is the largest single saving in the training step (see
-    benchmarks/RESULTS.md). Valid only when position equals index, as in
-    training; generation with padding or a cache uses `dot_product_attention`.
-    """
-    t = q.shape[1]
-    block = max(64, -(-t // 8))  # at most 8 blocks, so long contexts do not unroll into huge graphs
-    qh, kh, vh = _head_major(q, k, v)
-    outs = []
-    for start in range(0, t, block):
-        end = min(start + block, t)
-        k_start = max(0, start - window + 1) if window else 0
-        q_idx, k_idx = jnp.arange(start, end), jnp.arange(k_start, end)
-        allowed = k_idx[None, :] <= q_idx[:, None]
-        if window:
-            allowed &= q_idx[:, None] - k_idx[None, :] < window
-        mask = allowed[None, None, None]
-        if k_valid is not None:
-            mask = mask & k_valid[:, None, None, None, k_start:end]
-        outs.append(_attention(qh[:, :, :, start:end], kh[:, :, k_start:end], vh[:, :, k_start:end], mask))
-    return _token_major(jnp.concatenate(outs, axis=3))
-
-
-# Attention runs head-major: with [batch, kv_heads, ...] leading, every product below is a plain
-# batched matmul, where the token-major layout made XLA transpose q, k and v for each one
-# (25-30% of attention's time on CPU, benchmarks/RESULTS.md).
-def _head_major(q, k, v):
-    """q [b, t, heads, hd] -> [b, kv, groups, t, hd]; k, v [b, s, kv, hd] -> [b, kv, s, hd]."""
-    b, t, h, hd = q.shape
-    kv = k.shape[2]
-    qh = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4)
-    return qh, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-
-
-def _token_major(out):
-    """[b, kv, groups, t, hd] -> [b, t, heads, hd]."""
-    b, kv, g, t, hd = out.shape
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, kv * g, hd)
-
-
-def _attention_probs(qh, kh, mask):
-    """Softmax probabilities float32 [b, kv, g, t, s]."""
-    scale = 1.0 / math.sqrt(qh.shape[-1])
-    scores = jnp.einsum("bkgtd,bksd->bkgts", qh * jnp.asarray(scale, qh.dtype), kh, preferred_element_type=jnp.float32)
-    return softmax(jnp.where(mask, scores, MASK_VALUE))
-
-
-# The gradient is written out rather than left to autodiff: it reuses the forward's probabilities
-# and takes the softmax backward from rowsum(dout * out) over [t, hd] instead of
-# rowsum(dprobs * probs) over [t, s].
-@jax.custom_vjp
-def _attention(qh, kh, vh, mask):
-    """Head-major attention: qh [b, kv, g, t, hd], kh, vh [b, kv, s, hd] -> [b, kv, g, t, hd]."""
-    return _attention_fwd(qh, kh, vh, mask)[0]
-
-
-def _attention_fwd(qh, kh, vh, mask):
-    probs = _attention_probs(qh, kh, mask)
-    out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(vh.dtype), vh)
-    return out, (qh, kh, vh, mask, probs, out)
-
-
-def _attention_bwd(res, dout):
-    qh, kh, vh, mask, probs, out = res
-    scale = 1.0 / math.sqrt(qh.shape[-1])
-    dv = jnp.einsum("bkgts,bkgtd->bksd", probs.astype(dout.dtype), dout)
-    dprobs = jnp.einsum("bkgtd,bksd->bkgts", dout, vh, preferred_element_type=jnp.float32)
-    # softmax backward: dscores = p * (dp - sum_s p dp), and sum_s p dp = sum_d dout * out.
-    delta = jnp.einsum("bkgtd,bkgtd->bkgt", dout.astype(jnp.float32), out.astype(jnp.float32))
-    dscores = (probs * (dprobs - delta[..., None]) * scale).astype(qh.dtype)
-    dq = jnp.einsum("bkgts,bksd->bkgtd", dscores, kh)
-    dk = jnp.einsum("bkgts,bkgtd->bksd", dscores, qh).astype(kh.dtype)
-    return dq, dk, dv, np.zeros(mask.shape, jax.dtypes.float0)
-
-
-_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def activation_fn(name: str):

@@ -2,10 +2,15 @@
 
     params = init(config, key)                      # nested dict of arrays
     logits = forward(params, tokens, config)        # [batch, seq, vocab] float32
+    logits = forward(params, tokens, config, segments=doc_ids)   # packed documents kept apart
     axes = logical_axes(config)                     # same tree, PartitionSpecs of logical names
 
 Flax NNX defines the modules; `init` and `forward` cross to plain pytrees with
-nnx.split / nnx.merge, so training code holds nothing but arrays.
+nnx.split / nnx.merge, so training code holds nothing but arrays. The layers are
+stored stacked, `params["blocks"]` with every leaf shaped [n_layers, ...] (logical
+axis "layers"), and run as one `lax.scan` over a single Block program, so compile
+time does not grow with depth; the KV-cache decoder, the segment scorer and the
+pipeline stages run the same scan through `Transformer.scan`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from lm.model.attention import attention
 from lm.model.config import ModelConfig
-from lm.model.sharding import constrain
+from lm.model.documents import document_positions
 from lm.model.layers import (
     MLP,
     Embedding,
@@ -28,17 +34,22 @@ from lm.model.layers import (
     Norm,
     _param,
     apply_rope,
-    attention_mask,
-    blocked_causal_attention,
-    dot_product_attention,
+    rms_norm,
     rope_angles,
     sinusoidal_positions,
     truncated_normal,
 )
+from lm.model.sharding import constrain
+
+# What `ModelConfig.remat` keeps from each layer's forward pass for the backward pass.
+REMAT_POLICIES = {
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # matmul outputs; elementwise work is recomputed
+    "full": jax.checkpoint_policies.nothing_saveable,  # only the layer's input; the layer runs twice
+}
 
 
 class Attention(nnx.Module):
-    """Multi-head attention with RoPE and grouped-query heads."""
+    """Multi-head attention with RoPE, grouped-query heads and optional QK-norm."""
 
     def __init__(self, config: ModelConfig, key: jax.Array):
         kq, kk, kv, ko = jax.random.split(key, 4)
@@ -53,18 +64,23 @@ class Attention(nnx.Module):
             self.bq = _param(jnp.zeros((h, hd), pd), ("heads", "head_dim"))
             self.bk = _param(jnp.zeros((g, hd), pd), ("kv_heads", "head_dim"))
             self.bv = _param(jnp.zeros((g, hd), pd), ("kv_heads", "head_dim"))
+        if config.qk_norm:
+            self.q_norm = _param(jnp.ones(hd, jnp.float32), ("head_dim",))
+            self.k_norm = _param(jnp.ones(hd, jnp.float32), ("head_dim",))
 
     def qkv(self, x: jax.Array, positions: jax.Array):
-        """Projected and rotated q [b, s, heads, hd], k and v [b, s, kv_heads, hd]."""
-        dt = x.dtype
+        """Projected (normed) and rotated q [b, s, heads, hd], k and v [b, s, kv_heads, hd]."""
+        c, dt = self.config, x.dtype
         q = jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dt))
         k = jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(dt))
         v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(dt))
-        if self.config.qkv_bias:
+        if c.qkv_bias:
             q, k, v = q + self.bq[...].astype(dt), k + self.bk[...].astype(dt), v + self.bv[...].astype(dt)
-        if self.config.positions == "rope":
-            cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if c.qk_norm:
+            q, k = rms_norm(q, self.q_norm[...], c.norm_eps), rms_norm(k, self.k_norm[...], c.norm_eps)
+        if c.positions == "rope":
+            cos, sin = rope_angles(positions, c.head_dim, c.rope_theta)
+            q, k = apply_rope(q, cos, sin, c.rope_layout), apply_rope(k, cos, sin, c.rope_layout)
         kv = ("batch", "seq", "kv_heads", "head_dim")  # no-op unless lm.parallel is tracing
         return constrain(q, ("batch", "seq", "heads", "head_dim")), constrain(k, kv), constrain(v, kv)
 
@@ -73,26 +89,16 @@ class Attention(nnx.Module):
         return jnp.einsum("bshk,hkd->bsd", attn, self.wo[...].astype(attn.dtype))
 
     def __call__(self, x: jax.Array, positions: jax.Array, k_valid: jax.Array | None = None,
-                 index_causal: bool = False) -> jax.Array:
-        """x [b, s, d] -> [b, s, d]. `index_causal`: positions are 0..s-1, so key blocks can be skipped."""
+                 segments: jax.Array | None = None, index_mask: bool = False) -> jax.Array:
+        """x [b, s, d] -> [b, s, d]. `positions` rotate q and k; the causal mask compares them too,
+        unless `index_mask` (the mask is by index, so implementations may skip hidden key blocks).
+        `segments` int [b, s]: document ids, no attention across them."""
         q, k, v = self.qkv(x, positions)
-        impl = self.config.attention_impl
-        if impl == "pallas":
-            from kernels.flash_attention import flash_attention  # imports Pallas only when asked for
-
-            # Index positions let the kernel skip hidden key blocks; explicit ones are masked as given.
-            pos = None if index_causal else positions
-            out = flash_attention(q, k, v, causal=True, window=self.config.sliding_window, k_valid=k_valid,
-                                  q_positions=pos, k_positions=pos)
-        elif impl == "cudnn":
-            out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn",
-                                               local_window_size=(self.config.sliding_window - 1, 0)
-                                               if self.config.sliding_window else None)
-        elif index_causal:
-            out = blocked_causal_attention(q, k, v, self.config.sliding_window, k_valid)
-        else:
-            mask = attention_mask(positions, positions, self.config.sliding_window, k_valid)
-            out = dot_product_attention(q, k, v, mask)
+        c = self.config
+        mask_pos = None if index_mask else positions
+        out = attention(q, k, v, q_positions=mask_pos, k_positions=mask_pos, q_segments=segments,
+                        k_segments=segments, k_valid=k_valid, window=c.sliding_window, impl=c.attention_impl,
+                        softcap=c.logit_softcap)
         return self.output(out)
 
 
@@ -108,7 +114,7 @@ class Block(nnx.Module):
     def _mlp(self, x):
         return self.mlp(x) if self.moe else (self.mlp(x), jnp.zeros([], jnp.float32))
 
-    def __call__(self, x, positions, k_valid=None, index_causal=False, attend=None):
+    def __call__(self, x, positions, k_valid=None, segments=None, index_mask=False, attend=None):
         """x [batch, seq, d_model] -> (same shape, MoE load-balancing loss).
 
         `attend(h) -> [batch, seq, d_model]` replaces self-attention (the KV-cache decoder
@@ -116,7 +122,7 @@ class Block(nnx.Module):
         """
         if attend is None:
             def attend(h):
-                return self.attn(h, positions, k_valid, index_causal)
+                return self.attn(h, positions, k_valid, segments, index_mask)
         if self.pre:
             x = x + attend(self.attn_norm(x))
             y, aux = self._mlp(self.mlp_norm(x))
@@ -126,37 +132,68 @@ class Block(nnx.Module):
         return self.mlp_norm(x + y), aux
 
 
+def scan_layers(blocks: nnx.Module, config: ModelConfig, fn, carry, xs=None):
+    """Run `fn(block, carry, x) -> (carry, y)` over the stacked layers; returns (carry, ys).
+
+    `blocks` holds every layer's parameters on a leading axis; `fn` sees a Block bound to one
+    layer's. xs and ys carry that leading axis too. One layer program is compiled (or unrolled,
+    with `config.scan_layers` False), and `config.remat` decides what the backward pass recomputes.
+    """
+    graphdef, state = nnx.split(blocks)
+
+    def body(carry, inputs):
+        layer, x = inputs
+        return fn(nnx.merge(graphdef, layer), carry, x)
+
+    if config.remat != "none":
+        # prevent_cse=False is safe under scan and lets XLA share the recomputation's subexpressions.
+        body = jax.checkpoint(body, policy=REMAT_POLICIES[config.remat], prevent_cse=False)
+    return jax.lax.scan(body, carry, (state, xs), unroll=1 if config.scan_layers else True)
+
+
 class Transformer(nnx.Module):
     def __init__(self, config: ModelConfig, key: jax.Array):
-        keys = jax.random.split(key, config.n_layers + 3)
+        k_embed, k_pos, k_head, k_blocks = jax.random.split(key, 4)
         pd = jnp.dtype(config.param_dtype)
         self.config = config
-        self.embed = Embedding(config.vocab_size, config.d_model, keys[0], pd)
+        self.embed = Embedding(config.vocab_size, config.d_model, k_embed, pd)
         if config.positions == "learned":
-            self.pos_embed = _param(truncated_normal(keys[1], (config.context_length, config.d_model), 0.02, pd),
+            self.pos_embed = _param(truncated_normal(k_pos, (config.context_length, config.d_model), 0.02, pd),
                                     (None, "embed"))
-        # Named attributes (not a list) keep every params key a string, which orbax and path rules like.
-        for i in range(config.n_layers):
-            setattr(self, f"block_{i}", Block(config, keys[3 + i]))
+        # Every layer's parameters stacked on a leading "layers" axis: one Block program serves them all.
+        make_blocks = nnx.vmap(lambda k: Block(config, k), in_axes=0, out_axes=0,
+                               transform_metadata={nnx.PARTITION_NAME: "layers"})
+        self.blocks = make_blocks(jax.random.split(k_blocks, config.n_layers))
         if config.norm_position == "pre":
             self.final_norm = Norm(config)
         if not config.tie_embeddings:
-            self.head = Linear(config.d_model, config.vocab_size, ("embed", "vocab"), keys[2], pd)
+            self.head = Linear(config.d_model, config.vocab_size, ("embed", "vocab"), k_head, pd)
 
-    def __call__(self, tokens, positions=None, k_valid=None, hidden_only=False):
+    def __call__(self, tokens, positions=None, k_valid=None, segments=None, hidden_only=False):
         """tokens int [batch, seq] -> (logits float32 [batch, seq, vocab], MoE aux loss);
-        with `hidden_only`, the final hidden states [batch, seq, d_model] instead of the logits."""
-        c = self.config
-        index_causal = positions is None
+        with `hidden_only`, the final hidden states [batch, seq, d_model] instead of the logits.
+
+        positions int [batch, seq]: default 0..seq-1, or each token's index within its document
+        when `segments` (int [batch, seq] document ids) are given. k_valid bool [batch, seq]:
+        False marks padding. Without explicit positions the causal mask is by index.
+        """
+        index_mask = positions is None
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+            positions = (document_positions(segments) if segments is not None else
+                         jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape))
         residual = ("batch", "seq", "embed")  # sharding constraint, a no-op unless lm.parallel is tracing
         x = constrain(self.embed_tokens(tokens, positions), residual)
-        aux = jnp.zeros([], jnp.float32)
-        for i in range(c.n_layers):
-            x, a = getattr(self, f"block_{i}")(x, positions, k_valid, index_causal)
-            x, aux = constrain(x, residual), aux + a
-        return (self.final_hidden(x) if hidden_only else self.logits(x)), aux / c.n_layers
+
+        def layer(block, x, _):
+            x, aux = block(x, positions, k_valid, segments, index_mask)
+            return constrain(x, residual), aux
+
+        x, aux = self.scan(layer, x)
+        return (self.final_hidden(x) if hidden_only else self.logits(x)), jnp.mean(aux)
+
+    def scan(self, fn, carry, xs=None):
+        """`scan_layers` over this model's blocks: fn(block, carry, x) -> (carry, y)."""
+        return scan_layers(self.blocks, self.config, fn, carry, xs)
 
     def embed_tokens(self, tokens, positions):
         """tokens int [batch, seq] -> [batch, seq, d_model] in the compute dtype, positions added."""
@@ -186,15 +223,10 @@ class Transformer(nnx.Module):
         return self.project(self.final_hidden(x))
 
 
-def _abstract(config: ModelConfig, module: type | None = None):
-    """(graphdef, abstract state) of the model (or of one `module` class of it, e.g. Block); built once
-    per config, no arrays allocated."""
-    return _abstract_of(config, module or Transformer)
-
-
 @functools.lru_cache(maxsize=64)
-def _abstract_of(config: ModelConfig, module: type):
-    return nnx.split(nnx.eval_shape(lambda: module(config, jax.random.PRNGKey(0))))
+def _abstract(config: ModelConfig):
+    """(graphdef, abstract state) of the model; built once per config, no arrays allocated."""
+    return nnx.split(nnx.eval_shape(lambda: Transformer(config, jax.random.PRNGKey(0))))
 
 
 def init(config: ModelConfig, key: jax.Array) -> dict:
@@ -203,24 +235,23 @@ def init(config: ModelConfig, key: jax.Array) -> dict:
     return nnx.to_pure_dict(state)
 
 
-def bind(params: dict, config: ModelConfig, module: type | None = None) -> nnx.Module:
-    """A Transformer module over `params` (for callers that want the layers, e.g. a KV-cache decoder);
-    with `module` (e.g. Block), that one part of the model over its own params."""
-    graphdef, abstract = _abstract(config, module)
+def bind(params: dict, config: ModelConfig) -> Transformer:
+    """A Transformer module over `params` (for callers that want the layers, e.g. a KV-cache decoder)."""
+    graphdef, abstract = _abstract(config)
     state = jax.tree.map(lambda x: x, abstract)  # a fresh copy: the cached state must stay untouched
     nnx.replace_by_pure_dict(state, params)
     return nnx.merge(graphdef, state)
 
 
 def forward(params: dict, tokens: jax.Array, config: ModelConfig, *, positions=None, k_valid=None,
-            return_aux: bool = False):
+            segments=None, return_aux: bool = False):
     """Logits float32 [batch, seq, vocab] for int tokens [batch, seq].
 
-    positions: int [batch, seq] (default 0..seq-1); k_valid: bool [batch, seq]
-    marking real (non-padding) tokens. With `return_aux`, also returns
-    {"moe_aux_loss": scalar}.
+    positions: int [batch, seq] (default 0..seq-1, restarting in each document when `segments`
+    int [batch, seq] are given); k_valid: bool [batch, seq] marking real (non-padding) tokens.
+    With `return_aux`, also returns {"moe_aux_loss": scalar}.
     """
-    logits, aux = bind(params, config)(tokens, positions, k_valid)
+    logits, aux = bind(params, config)(tokens, positions, k_valid, segments)
     return (logits, {"moe_aux_loss": aux}) if return_aux else logits
 
 

@@ -17,6 +17,8 @@ PyTree = Any
 
 NO_DECAY_NAMES: tuple[str, ...] = ("norm", "bias", "scale")
 EMBEDDING_NAMES: tuple[str, ...] = ("embed", "wte", "wpe")
+# Subtrees whose leaves stack one tensor per layer on a leading axis (lm.model's "blocks").
+STACKED_NAMES: tuple[str, ...] = ("blocks",)
 
 
 def path_names(path: Sequence[Any]) -> tuple[str, ...]:
@@ -32,6 +34,12 @@ def path_names(path: Sequence[Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def stacked_axes(path: Sequence[Any]) -> int:
+    """How many leading axes of the leaf at `path` stack layers (1 under "blocks", else 0): a
+    per-layer matrix stacked as [layers, rows, cols] is still a matrix, a gain [layers, d] a vector."""
+    return sum(name in STACKED_NAMES for name in path_names(path))
+
+
 def _has_name(names: Sequence[str], fragments: Sequence[str]) -> bool:
     return any(fragment in name for name in names for fragment in fragments)
 
@@ -40,7 +48,8 @@ def weight_decay_mask(params: PyTree, decay_embeddings: bool = True) -> PyTree:
     """Pytree of bools with the structure of ``params``: True where to decay.
 
     A leaf is *not* decayed if it has ndim <= 1 (norm gains, biases,
-    scalars) or any key on its path contains "norm", "bias" or "scale";
+    scalars; not counting a stacked-layers axis, `stacked_axes`) or any key
+    on its path contains "norm", "bias" or "scale";
     with ``decay_embeddings=False`` also if a key contains "embed", "wte" or
     "wpe". Leaves may be arrays or ``jax.ShapeDtypeStruct``s (only ``ndim``
     or ``shape`` is read), so this works on abstract params and inside jit.
@@ -48,7 +57,7 @@ def weight_decay_mask(params: PyTree, decay_embeddings: bool = True) -> PyTree:
 
     def decide(path, leaf) -> bool:
         names = path_names(path)
-        ndim = getattr(leaf, "ndim", len(getattr(leaf, "shape", ())))
+        ndim = getattr(leaf, "ndim", len(getattr(leaf, "shape", ()))) - stacked_axes(path)
         if ndim <= 1 or _has_name(names, NO_DECAY_NAMES):
             return False
         if not decay_embeddings and _has_name(names, EMBEDDING_NAMES):

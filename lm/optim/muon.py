@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from lm.optim.adamw import ScalarOrSchedule, adamw, decoupled_weight_decay, resolve
-from lm.optim.masks import EMBEDDING_NAMES, path_names
+from lm.optim.masks import EMBEDDING_NAMES, path_names, stacked_axes
 
 PyTree = Any
 
@@ -77,15 +77,21 @@ HEADS_OUT_NAMES: tuple[str, ...] = ("wq", "wk", "wv")
 HEADS_IN_NAMES: tuple[str, ...] = ("wo",)
 
 
-def matrix_shape(path: Sequence[Any], shape: Sequence[int]) -> Optional[tuple[int, int]]:
-    """The 2-D [fan_in, fan_out] view Muon uses for a parameter, or None if it is not a matrix."""
-    if len(shape) == 2:
-        return tuple(shape)
+def matrix_shape(path: Sequence[Any], shape: Sequence[int]) -> Optional[tuple[int, ...]]:
+    """The [fan_in, fan_out] view Muon uses for a parameter, or None if it is not a matrix.
+
+    Layers stacked on leading axes (`stacked_axes`: lm.model's "blocks") stay leading axes of the
+    view, [layers, fan_in, fan_out], and each layer's matrix is orthogonalised on its own.
+    """
+    lead = stacked_axes(path)
+    stack, shape = tuple(shape[:lead]), tuple(shape[lead:])
     names = path_names(path)
+    if len(shape) == 2:
+        return stack + shape
     if len(shape) == 3 and names and names[-1] in HEADS_OUT_NAMES:
-        return shape[0], shape[1] * shape[2]
+        return stack + (shape[0], shape[1] * shape[2])
     if len(shape) == 3 and names and names[-1] in HEADS_IN_NAMES:
-        return shape[0] * shape[1], shape[2]
+        return stack + (shape[0] * shape[1], shape[2])
     return None
 
 

@@ -1,15 +1,16 @@
 """GPipe pipeline parallelism: layers split into stages over the `pipe` mesh axis.
 
-The train state keeps the blocks stacked, `params["blocks"]` leaves shaped
-[n_layers, ...] and sharded over `pipe` (the rules table's "layers" axis), so
-stage s holds only layers s*L/S .. (s+1)*L/S - 1 and their optimizer state.
+The model stores its blocks stacked, `params["blocks"]` leaves shaped
+[n_layers, ...], and the rules table shards their "layers" axis over `pipe`,
+so stage s holds only layers s*L/S .. (s+1)*L/S - 1 and their optimizer state.
 Each step splits the (per data shard) batch into M microbatches and runs
-M + S - 1 ticks; at every tick each stage applies its layers to what it holds
+M + S - 1 ticks; at every tick each stage scans its layers over what it holds
 and passes the result to the next stage with `ppermute`. Autodiff of this
 loop is the GPipe schedule: all forwards, then all backwards in reverse, with
 the S - 1 tick bubble at each end. Stage 0 embeds, the last stage computes the
 loss; the other stages compute those too (masked out), which costs energy, not
-time, since they would otherwise wait.
+time, since they would otherwise wait. Packed documents travel with their
+microbatch: each stage reads the segment ids of the microbatch it holds.
 """
 
 from __future__ import annotations
@@ -21,59 +22,12 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from lm.model import bind, logical_axes
+from lm.model import bind
+from lm.model.documents import document_positions
 from lm.train.config import TrainConfig
-from lm.train.step import apply_gradients, head_loss, init_state
+from lm.train.step import apply_gradients, documents, head_loss
 
 BLOCKS = "blocks"
-
-
-def _block_names(params: dict) -> list[str]:
-    return sorted((k for k in params if k.startswith("block_")), key=lambda k: int(k.split("_")[1]))
-
-
-def stack_layers(params: dict) -> dict:
-    """{block_0, ..., block_{L-1}, rest} -> {"blocks": leaves [L, ...], rest}."""
-    names = _block_names(params)
-    rest = {k: v for k, v in params.items() if k not in names}
-    return {BLOCKS: jax.tree.map(lambda *xs: jnp.stack(xs), *(params[n] for n in names)), **rest}
-
-
-def unstack_layers(params: dict) -> dict:
-    """Inverse of `stack_layers`: the layout of `lm.model.init`."""
-    rest = {k: v for k, v in params.items() if k != BLOCKS}
-    n = jax.tree.leaves(params[BLOCKS])[0].shape[0]
-    return {**{f"block_{i}": jax.tree.map(lambda x: x[i], params[BLOCKS]) for i in range(n)}, **rest}
-
-
-def stacked_logical_axes(model_config) -> dict:
-    """`lm.model.logical_axes` for the stacked layout: blocks gain a leading "layers" axis."""
-    logical = logical_axes(model_config)
-    names = _block_names(logical)
-    rest = {k: v for k, v in logical.items() if k not in names}
-    is_spec = lambda x: isinstance(x, PartitionSpec)  # noqa: E731
-    blocks = jax.tree.map(lambda s: PartitionSpec("layers", *s), logical[names[0]], is_leaf=is_spec)
-    return {BLOCKS: blocks, **rest}
-
-
-def _has_blocks(x) -> bool:
-    return isinstance(x, dict) and "block_0" in x
-
-
-def stack_state(tree):
-    """Every params-shaped dict in `tree` (params, AdamW's mu and nu, ...) in the stacked layout."""
-    return jax.tree.map(lambda x: stack_layers(x) if _has_blocks(x) else x, tree, is_leaf=_has_blocks)
-
-
-def unstack_state(tree):
-    """Inverse of `stack_state`."""
-    stacked = lambda x: isinstance(x, dict) and BLOCKS in x  # noqa: E731
-    return jax.tree.map(lambda x: unstack_layers(x) if stacked(x) else x, tree, is_leaf=stacked)
-
-
-def init_pipeline_state(config: TrainConfig, key: jax.Array) -> dict:
-    """`lm.train.step.init_state` with stacked blocks: the same values, optimizer state included."""
-    return stack_state(init_state(config, key))
 
 
 def check_pipeline(config: TrainConfig, stages: int, microbatches: int, data: int) -> None:
@@ -90,8 +44,6 @@ def check_pipeline(config: TrainConfig, stages: int, microbatches: int, data: in
                          "per batch, not per microbatch); use data/fsdp/tensor axes")
     if config.grad_accum != 1:
         raise ValueError("pipeline microbatches replace grad_accum: set --grad-accum 1 and --parallel.microbatches")
-    if config.optim.name != "adamw":
-        raise ValueError("pipeline parallelism supports AdamW only (Muon reads whole unstacked matrices)")
 
 
 def _vary(x, axes):
@@ -110,20 +62,28 @@ def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: 
     data = () if data_axis is None else (data_axis,)
     params = {k: jax.tree.map(functools.partial(_vary, axes=data if k == BLOCKS else ("pipe", *data)), v)
               for k, v in params.items()}
-    local = {k: v for k, v in params.items() if k != BLOCKS}
-    local.update({f"block_{i}": jax.tree.map(lambda x: x[i], params[BLOCKS]) for i in range(per_stage)})
-    model = bind(local, dataclasses.replace(c, n_layers=per_stage))
+    # This stage's layers are a model of per_stage layers: its blocks are the local [L/S, ...] shards.
+    model = bind(params, dataclasses.replace(c, n_layers=per_stage))
     stage = jax.lax.axis_index("pipe")
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     b, t = inputs.shape
     micro = inputs.reshape(microbatches, b // microbatches, t)
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), micro.shape[1:])
+    segments, loss_mask = documents(inputs, config)
+    micro_segments = None if segments is None else segments.reshape(micro.shape)
+    index_positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), micro.shape[1:])
 
     def tick(carry, i):
         incoming, outputs = carry
-        x = jnp.where(stage == 0, model.embed_tokens(micro[jnp.minimum(i, microbatches - 1)], positions), incoming)
-        for k in range(per_stage):
-            x, _ = getattr(model, f"block_{k}")(x, positions, None, True)
+        # Stage s holds microbatch i - s at tick i (clipped at the ends, where its output is discarded).
+        mine = jnp.clip(i - stage, 0, microbatches - 1)
+        seg = None if micro_segments is None else micro_segments[mine]
+        positions = index_positions if seg is None else document_positions(seg)
+        x = jnp.where(stage == 0, model.embed_tokens(micro[mine], positions), incoming)
+
+        def layer(block, x, _):
+            return block(x, positions, None, seg, True)[0], None
+
+        x, _ = model.scan(layer, x)
         done = i - (stages - 1)  # the microbatch the last stage has just finished
         slot = jnp.clip(done, 0, microbatches - 1)
         keep = (stage == stages - 1) & (done >= 0)
@@ -136,7 +96,7 @@ def _stage_loss(params, tokens, config: TrainConfig, stages: int, microbatches: 
                         (act, jnp.zeros((microbatches, *act.shape), act.dtype)))
     (_, outputs), _ = jax.lax.scan(tick, init, jnp.arange(microbatches + stages - 1))
     hidden = model.final_hidden(outputs.reshape(b, t, c.d_model))
-    loss, metrics = head_loss(model, hidden, targets, config, config.z_loss)
+    loss, metrics = head_loss(model, hidden, targets, config, config.z_loss, loss_mask)
     last = stage == stages - 1
     out = {k: jax.lax.psum(jnp.where(last, v, 0.0), "pipe") for k, v in dict(metrics, loss=loss).items()}
     if data_axis is not None:

@@ -22,17 +22,12 @@ from jax.sharding import Mesh
 from lm.model import logical_axes
 from lm.parallel.ddp import ddp_train_step
 from lm.parallel.mesh import make_mesh, mesh_sizes
-from lm.parallel.pipeline import (check_pipeline, init_pipeline_state, pipeline_train_step, stack_state,
-                                  stacked_logical_axes, unstack_layers, unstack_state)
+from lm.parallel.pipeline import check_pipeline, pipeline_train_step
 from lm.parallel.rules import check_model, strategy_name
 from lm.parallel.sharding import activation_sharding, batch_sharding, replicated, state_shardings
 from lm.parallel.zero1 import check_zero1, zero1_state_shardings, zero1_train_step
 from lm.train.config import TrainConfig
 from lm.train.step import compiled_steps, eval_step, init_state, train_step
-
-
-def _same(params):
-    return params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,18 +38,12 @@ class Plan:
     train_step: Callable  # (state, global batch) -> (state, metrics); donates the state
     eval_step: Callable  # (params, global batch) -> {"nll_sum", "tokens"}
     state_shardings: Any = None
-    layout: Callable = _same  # a state in lm.train's layout -> this plan's (the pipeline stacks its blocks)
-    export: Callable = _same  # the inverse of `layout`
     rows: tuple[int, int] = (0, 1)  # this process reads rows index::count of every batch
     description: str = "single device"
 
     def place(self, state):
-        """A train state made elsewhere (one device, a checkpoint) in this plan's layout and shardings."""
-        return state if self.mesh is None else jax.device_put(self.layout(state), self.state_shardings)
-
-    def export_params(self, params):
-        """Params in `lm.model.init`'s layout (for sampling, export, comparison)."""
-        return self.export(params)
+        """A train state made elsewhere (one device, a checkpoint) in this plan's shardings."""
+        return state if self.mesh is None else jax.device_put(state, self.state_shardings)
 
     def put_batch(self, rows: np.ndarray) -> jax.Array:
         """This process's rows of a batch [batch / count, seq + 1] -> the global batch array."""
@@ -113,23 +102,20 @@ def make_plan(config: TrainConfig, devices=None) -> Plan:
     key = jax.ShapeDtypeStruct((2,), np.uint32)
     name = strategy_name(sizes) + ("" if par.mode == "jit" else f" ({par.mode}, shard_map)")
 
+    init_fn = functools.partial(init_state, config)
+    abstract = jax.eval_shape(init_fn, key)
     if sizes["pipe"] > 1:
         if sizes["fsdp"] > 1 or sizes["tensor"] > 1:
             raise ValueError("pipeline parallelism combines with the data axis only; set fsdp and tensor to 1")
         stages, micro = par.stages_microbatches(len(mesh.devices.flat))
         check_pipeline(config, stages, micro, sizes["data"])
-        init_fn = functools.partial(init_pipeline_state, config)
-        shardings = state_shardings(jax.eval_shape(init_fn, key), stacked_logical_axes(config.model), mesh)
+        shardings = state_shardings(abstract, logical_axes(config.model), mesh)
         step = functools.partial(pipeline_train_step, config=config, mesh=mesh, microbatches=micro)
-        layout, export = stack_state, unstack_state
 
         def evaluate(params, batch):
-            return eval_step(unstack_layers(params), batch, config)
+            return eval_step(params, batch, config)
         name += f", {micro} microbatches"
     else:
-        init_fn = functools.partial(init_state, config)
-        abstract = jax.eval_shape(init_fn, key)
-        layout = export = _same
         if par.mode == "ddp":
             shardings = jax.tree.map(lambda _: rep, abstract)
             step = functools.partial(ddp_train_step, config=config, mesh=mesh)
@@ -153,4 +139,4 @@ def make_plan(config: TrainConfig, devices=None) -> Plan:
     init = jax.jit(init_fn, out_shardings=shardings)
     train = jax.jit(step, in_shardings=(shardings, bsh), out_shardings=(shardings, rep), donate_argnums=0)
     evaluate = jax.jit(evaluate, in_shardings=(shardings["params"], None), out_shardings=rep)
-    return Plan(config, mesh, init, train, evaluate, shardings, layout, export, rows, name)
+    return Plan(config, mesh, init, train, evaluate, shardings, rows, name)

@@ -22,6 +22,11 @@ class TrainConfig:
     # 0 computes the full [batch, seq, vocab] logits and then the loss.
     loss_chunk: int = 512
     moe_aux_weight: float = 0.01  # weight of the MoE load-balancing loss, if the model has experts
+    # Packed documents: with an end-of-text id (set from the tokenizer by experiments.pretrain), attention
+    # stays inside each document of a window, RoPE positions restart at 0 in each, and no document's first
+    # token is predicted from the previous one. -1: the corpus has no such token, windows are one sequence.
+    eot_token: int = -1
+    document_mask: bool = True
     eval_every: int = 200
     eval_batches: int = 20  # validation batches per evaluation (0: the whole split)
     log_every: int = 10
@@ -44,8 +49,16 @@ class TrainConfig:
                 f"TrainConfig.batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum} "
                 "(each microbatch gets batch_size // grad_accum sequences)"
             )
+        if not isinstance(self.eot_token, int) or self.eot_token < -1 or self.eot_token >= self.model.vocab_size:
+            raise ValueError(f"TrainConfig.eot_token={self.eot_token!r} must be -1 (none) or a token id below "
+                             f"model.vocab_size={self.model.vocab_size}")
         if self.eval_batches < 0 or self.z_loss < 0 or self.peak_flops < 0 or self.loss_chunk < 0:
             raise ValueError("TrainConfig.eval_batches, z_loss, peak_flops and loss_chunk must be >= 0")
+
+    @property
+    def documents(self) -> bool:
+        """Whether training windows are split into documents at `eot_token`."""
+        return self.document_mask and self.eot_token >= 0
 
     @property
     def tokens_per_step(self) -> int:

@@ -199,5 +199,4 @@ def train(
     if main:
         plot_losses(history, run_dir / "loss.png", title=f"{run_dir.name}")
         (run_dir / "peak_flops.json").write_text(json.dumps({"peak_flops": peak, "source": peak_source}))
-    state = plan.export(state)  # lm.train's layout (a pipeline run's stacked blocks unstacked)
     return TrainResult(run_dir=run_dir, history=history, state=state, final_val_loss=final_val)

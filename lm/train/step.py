@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from lm.model import bind, init
+from lm.model.documents import first_token_mask, segment_ids
 from lm.optim import build_optimizer, global_norm
 from lm.train.config import TrainConfig
 from lm.train.loss import cross_entropy, linear_cross_entropy
@@ -35,22 +36,31 @@ def init_state(config: TrainConfig, key: jax.Array) -> TrainState:
     return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": opt_state, "rng": run_key}
 
 
-def head_loss(model, hidden, targets: jax.Array, config: TrainConfig, z_loss: float):
+def head_loss(model, hidden, targets: jax.Array, config: TrainConfig, z_loss: float, mask=None):
     """(loss, metrics) of a bound Transformer's final hidden states [batch, seq, d_model] (after the
     final norm): the output projection fused with the loss over chunks (`linear_cross_entropy`),
-    or, with `config.loss_chunk` 0, the full logits and then the loss."""
+    or, with `config.loss_chunk` 0, the full logits and then the loss. mask bool [batch, seq]:
+    which targets count."""
     if config.loss_chunk:
         w, vocab_major = model.output_projection()
-        return linear_cross_entropy(hidden, w, targets, z_loss=z_loss, vocab_major=vocab_major,
+        return linear_cross_entropy(hidden, w, targets, mask, z_loss=z_loss, vocab_major=vocab_major,
                                     chunk_tokens=config.loss_chunk)
-    return cross_entropy(model.project(hidden), targets, z_loss=z_loss)
+    return cross_entropy(model.project(hidden), targets, mask, z_loss=z_loss)
+
+
+def documents(inputs: jax.Array, config: TrainConfig):
+    """(segment ids int [batch, seq] or None, loss mask bool [batch, seq] or None) of input windows."""
+    if not config.documents:
+        return None, None
+    return segment_ids(inputs, config.eot_token), first_token_mask(inputs, config.eot_token)
 
 
 def _token_loss(params, inputs, targets, config: TrainConfig, z_loss: float):
     """(loss, metrics, MoE aux loss) of next-token targets."""
     model = bind(params, config.model)
-    hidden, moe_aux = model(inputs, hidden_only=True)
-    loss, metrics = head_loss(model, hidden, targets, config, z_loss)
+    segments, mask = documents(inputs, config)
+    hidden, moe_aux = model(inputs, segments=segments, hidden_only=True)
+    loss, metrics = head_loss(model, hidden, targets, config, z_loss, mask)
     return loss, metrics, moe_aux
 
 

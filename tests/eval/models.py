@@ -27,9 +27,9 @@ def chain_model(successor: dict[int, int], context_length: int = 128, seed: int 
     planted successor and O(sqrt(d_model)) for every other token."""
     c = config(d_model=64, n_layers=1, n_heads=4, n_kv_heads=2, context_length=context_length)
     params = random_params(c, seed)
-    for name in (k for k in params if k.startswith("block_")):
-        params[name]["attn"]["wo"] = np.zeros_like(params[name]["attn"]["wo"])
-        params[name]["mlp"]["w2"]["kernel"] = np.zeros_like(params[name]["mlp"]["w2"]["kernel"])
+    blocks = params["blocks"]
+    blocks["attn"]["wo"] = np.zeros_like(blocks["attn"]["wo"])
+    blocks["mlp"]["w2"]["kernel"] = np.zeros_like(blocks["mlp"]["w2"]["kernel"])
     emb = np.asarray(params["embed"]["embedding"], np.float64)
     unit = emb / np.sqrt(np.mean(emb ** 2, axis=1, keepdims=True) + 1e-5)
     head = np.zeros((c.d_model, c.vocab_size))

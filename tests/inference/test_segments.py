@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm.inference.segments import run, stack_layers
+from lm.inference.segments import run
 from tests.inference.tiny import VARIANTS, full_forward, model
 
 
@@ -17,7 +17,7 @@ def test_shared_prefix_then_rows_then_answers_match_a_full_forward(name):
     rest_len = np.array([6, 2, 4])  # each row's rest is left-padded to w columns
     rest = rng.integers(0, 257, (b, w))
     answers = rng.integers(0, 257, (b, t))
-    stack = stack_layers(params, c)
+    stack = params
 
     pos = jnp.arange(p)[None]
     _, seg_prefix = run(stack, c, jnp.asarray(prefix), pos, jnp.ones((1, p), bool), logits="none")
@@ -40,7 +40,7 @@ def test_shared_prefix_then_rows_then_answers_match_a_full_forward(name):
 
 def test_a_segment_holds_every_layers_keys_for_its_own_tokens():
     params, c = model("gqa-window")
-    stack = stack_layers(params, c)
+    stack = params
     tokens = jnp.arange(5)[None]
     _, seg = run(stack, c, tokens, tokens, jnp.ones((1, 5), bool), logits="none")
     assert seg.k.shape == (c.n_layers, 1, 5, c.kv_heads, c.head_dim) == seg.v.shape

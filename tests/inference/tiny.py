@@ -30,15 +30,24 @@ def random_params(c: ModelConfig, seed: int, scale: float = 0.2) -> dict:
     rng = np.random.default_rng(seed)
     shapes = jax.eval_shape(functools.partial(init, c), jax.ShapeDtypeStruct((2,), np.uint32))
 
-    def draw(path, leaf):
+    def draw(path, shape):
         name = jax.tree_util.keystr(path)
         if name.endswith("['scale']"):
-            return np.ones(leaf.shape, np.float32)
+            return np.ones(shape, np.float32)
         if name.endswith("['bias']"):
-            return np.zeros(leaf.shape, np.float32)
-        return (scale * rng.standard_normal(leaf.shape)).astype(np.float32)
+            return np.zeros(shape, np.float32)
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
 
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    # Drawn layer by layer in the order of the per-layer layout the model had before its layers were
+    # stacked (block_0, block_1, ... sorted as strings, then the rest), so every test model keeps the
+    # exact numbers its assertions were written against.
+    layers = {}
+    for i in sorted(range(c.n_layers), key=lambda i: f"block_{i}"):
+        layers[i] = jax.tree_util.tree_map_with_path(lambda p, leaf: draw(p, leaf.shape[1:]), shapes["blocks"])
+    rest = {k: v for k, v in shapes.items() if k != "blocks"}
+    params = jax.tree_util.tree_map_with_path(lambda p, leaf: draw(p, leaf.shape), rest)
+    params["blocks"] = jax.tree.map(lambda *xs: np.stack(xs), *(layers[i] for i in range(c.n_layers)))
+    return params
 
 
 @functools.lru_cache(maxsize=None)

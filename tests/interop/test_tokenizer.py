@@ -124,7 +124,7 @@ def test_save_hf_with_our_tokenizer(ours, tmp_path):
     params2, config2, tok = load_hf(tmp_path)
     assert isinstance(tok, HFTokenizer) and tok.special_ids == ours.special_ids
     assert config2 == config
-    np.testing.assert_array_equal(params2["block_0"]["attn"]["wq"], params["block_0"]["attn"]["wq"])
+    np.testing.assert_array_equal(params2["blocks"]["attn"]["wq"], params["blocks"]["attn"]["wq"])
     for text in TEXTS:
         assert tok.encode(text) == ours.encode(text) and tok.decode(ours.encode(text)) == text
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm.model import ModelConfig, bind, forward, get_preset, init, logical_axes
+from lm.model import ModelConfig, attention, bind, forward, get_preset, init, logical_axes
 from lm.model import layers as L
 
 jax.config.update("jax_enable_x64", False)
@@ -77,7 +77,8 @@ def test_rope():
 def test_attention_with_gqa_and_window(heads, kv, window):
     q, k, v = r(2, 9, heads, 8), r(2, 9, kv, 8), r(2, 9, kv, 8)
     pos = jnp.broadcast_to(jnp.arange(9), (2, 9))
-    out = L.dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), L.attention_mask(pos, pos, window))
+    out = attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), q_positions=pos, k_positions=pos, window=window,
+                    impl="xla")
     close(out, np_attention(*(a.astype(np.float64) for a in (q, k, v)), window), 1e-4)
 
 
@@ -85,14 +86,15 @@ def test_attention_with_gqa_and_window(heads, kv, window):
 def test_blocked_causal_attention_matches_numpy(t, heads, kv, window):
     """Skipping invisible key blocks changes nothing, at lengths that are not block multiples."""
     q, k, v = r(2, t, heads, 8), r(2, t, kv, 8), r(2, t, kv, 8)
-    out = L.blocked_causal_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), window)
+    out = attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), window=window, impl="blocked")
     close(out, np_attention(*(a.astype(np.float64) for a in (q, k, v)), window), 1e-4)
     valid = np.ones((2, t), bool)
     valid[1, :5] = False  # a left-padded row
     pos = jnp.broadcast_to(jnp.arange(t), (2, t))
-    full = L.dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
-                                   L.attention_mask(pos, pos, window, jnp.asarray(valid)))
-    blocked = L.blocked_causal_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), window, jnp.asarray(valid))
+    full = attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), q_positions=pos, k_positions=pos, window=window,
+                     k_valid=jnp.asarray(valid), impl="xla")
+    blocked = attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), window=window, k_valid=jnp.asarray(valid),
+                        impl="blocked")
     # Padding queries see no keys; their (unused) output differs, so compare real positions only.
     close(np.asarray(blocked)[valid], np.asarray(full, np.float64)[valid], 1e-5)
 
@@ -104,7 +106,7 @@ def np_forward(p, tokens, c: ModelConfig):
     pos = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
     silu = lambda z: z / (1 + np.exp(-z))  # noqa: E731
     for i in range(c.n_layers):
-        b = P[f"block_{i}"]
+        b = jax.tree.map(lambda a: a[i], P["blocks"])  # layer i of the stacked layers
         h = np_rms(x, b["attn_norm"]["scale"])
         q = np_rope(np.einsum("bsd,dhk->bshk", h, b["attn"]["wq"]), pos, c.rope_theta)
         k = np_rope(np.einsum("bsd,dhk->bshk", h, b["attn"]["wk"]), pos, c.rope_theta)
@@ -198,4 +200,4 @@ def test_config_errors():
 def test_bind_exposes_layers():
     c = get_preset("tiny", vocab_size=16, d_model=16, n_layers=1, n_heads=2, d_ff=16)
     model = bind(init(c, jax.random.PRNGKey(0)), c)
-    assert model.block_0.attn.wq[...].shape == (16, 2, 8)
+    assert model.blocks.attn.wq[...].shape == (1, 16, 2, 8)  # [layers, embed, heads, head_dim]

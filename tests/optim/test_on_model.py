@@ -43,8 +43,9 @@ def test_adamw_matches_optax_on_the_transformer_over_100_steps():
 
 def test_weight_decay_mask_skips_norms():
     mask = weight_decay_mask(init(CONFIG, jax.random.PRNGKey(0)))
-    assert mask["block_0"]["attn_norm"]["scale"] is False or not mask["block_0"]["attn_norm"]["scale"]
-    assert mask["block_0"]["mlp"]["w1"]["kernel"]
+    assert mask["blocks"]["attn_norm"]["scale"] is False or not mask["blocks"]["attn_norm"]["scale"]
+    assert mask["blocks"]["mlp"]["w1"]["kernel"]
+    assert not mask["final_norm"]["scale"] and mask["head"]["kernel"]
 
 
 @pytest.mark.parametrize("shape", [(32, 8), (8, 32), (16, 16)])
@@ -82,8 +83,13 @@ def test_muon_covers_attention_projections():
 
     params = init(get_preset("tiny", d_model=32, n_heads=4, n_layers=1, d_ff=48, vocab_size=50), jax.random.PRNGKey(0))
     labels = muon_labels(params)
-    attn = labels["block_0"]["attn"]
+    attn = labels["blocks"]["attn"]
     assert attn == {"wq": "muon", "wk": "muon", "wv": "muon", "wo": "muon"}
-    assert labels["block_0"]["mlp"]["w1"]["kernel"] == "muon"
+    assert labels["blocks"]["mlp"]["w1"]["kernel"] == "muon"
+    assert labels["blocks"]["attn_norm"]["scale"] == "adamw"  # [layers, d]: a stack of vectors, not a matrix
     assert labels["embed"]["embedding"] == labels["head"]["kernel"] == labels["final_norm"]["scale"] == "adamw"
     assert matrix_shape(("attn", "wo"), (4, 8, 32)) == (32, 32) and matrix_shape(("attn", "wq"), (32, 4, 8)) == (32, 32)
+    # Stacked layers: each layer's matrix on its own, the layers a batch axis.
+    assert matrix_shape(("blocks", "attn", "wq"), (3, 32, 4, 8)) == (3, 32, 32)
+    assert matrix_shape(("blocks", "mlp", "w1", "kernel"), (3, 32, 48)) == (3, 32, 48)
+    assert matrix_shape(("blocks", "attn_norm", "scale"), (3, 32)) is None

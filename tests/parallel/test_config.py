@@ -17,7 +17,6 @@ from lm.model import forward, get_preset, init, logical_axes
 from lm.model.sharding import constrain, sharding_rules
 from lm.parallel import ParallelConfig, make_plan
 from lm.parallel.distributed import distributed_settings
-from lm.parallel.pipeline import stack_state, unstack_state
 from lm.parallel.rules import ACTIVATION_RULES, PARAM_RULES, check_model, param_specs, spec
 from lm.parallel.sharding import mirror_param_shardings
 from lm.parallel.zero1 import WHOLE, shard_dims
@@ -76,7 +75,7 @@ def test_every_parameter_gets_a_checked_spec():
     abstract = jax.eval_shape(functools.partial(init, TINY), jax.random.PRNGKey(0))
     specs = param_specs(logical_axes(TINY), abstract, SIZES)
     assert jax.tree.structure(specs, is_leaf=lambda x: isinstance(x, P)) == jax.tree.structure(abstract)
-    assert specs["block_0"]["attn"]["wk"] == P("fsdp", "tensor")
+    assert specs["blocks"]["attn"]["wk"] == P(None, "fsdp", "tensor")
     with pytest.raises(ValueError, match=r"\['wk'\]: its 'kv_heads' dimension has size 2 \(n_kv_heads\)"):
         param_specs(logical_axes(TINY), abstract, {"tensor": 8})
     check_model(TINY, SIZES)
@@ -95,18 +94,17 @@ def test_optimizer_state_shardings_follow_the_params_by_structure():
     assert adam.mu == adam.nu == names and adam.count == "replicated"
 
 
-def test_pipeline_layout_round_trips():
+def test_stacked_layers_split_over_pipe_only():
+    """Every block leaf leads with the "layers" axis, which only the pipe axis splits."""
     abstract = jax.eval_shape(functools.partial(init, TINY), jax.random.PRNGKey(0))
-    rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), abstract)
-    state = {"params": params, "opt_state": (optax.EmptyState(), {"mu": params})}
-    stacked = stack_state(state)
-    assert stacked["params"]["blocks"]["attn"]["wq"].shape == (2, 32, 4, 8)
-    assert "block_0" not in stacked["opt_state"][1]["mu"] and "blocks" in stacked["opt_state"][1]["mu"]
-    back = unstack_state(stacked)
-    assert jax.tree.structure(back) == jax.tree.structure(state)
-    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(state)):
-        np.testing.assert_array_equal(a, b)
+    assert abstract["blocks"]["attn"]["wq"].shape == (2, 32, 4, 8)
+    logical = logical_axes(TINY)
+    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    assert all(s[0] == "layers" for s in jax.tree.leaves(logical["blocks"], is_leaf=is_spec))
+    pp = param_specs(logical, abstract, {"data": 4, "pipe": 2})
+    assert {s for s in jax.tree.leaves(pp["blocks"], is_leaf=is_spec)} == {P("pipe")}
+    other = jax.tree.leaves(param_specs(logical, abstract, SIZES)["blocks"], is_leaf=is_spec)  # fsdp x tensor
+    assert all(len(s) == 0 or s[0] is None for s in other) and any(len(s) for s in other)
 
 
 def test_zero1_splits_each_leaf_on_its_first_divisible_dimension():

@@ -53,11 +53,13 @@ def test_params_carry_the_shardings_the_table_says(quick):
     s = quick["strategies"]
     fsdp_tp = s["fsdp_tp"]["specs"]["params"]
     # Megatron: column-parallel q/k/v, w1/w3 and head, row-parallel wo and w2; FSDP on d_model.
+    # The stacked layers' leading "layers" axis stays whole (it is split only by `pipe`).
     expected = {
-        "['block_0']['attn']['wq']": "P('fsdp', 'tensor')", "['block_0']['attn']['wk']": "P('fsdp', 'tensor')",
-        "['block_0']['attn']['wo']": "P('tensor', None, 'fsdp')",
-        "['block_1']['mlp']['w1']['kernel']": "P('fsdp', 'tensor')",
-        "['block_1']['mlp']['w2']['kernel']": "P('tensor', 'fsdp')",
+        "['blocks']['attn']['wq']": "P(None, 'fsdp', 'tensor')",
+        "['blocks']['attn']['wk']": "P(None, 'fsdp', 'tensor')",
+        "['blocks']['attn']['wo']": "P(None, 'tensor', None, 'fsdp')",
+        "['blocks']['mlp']['w1']['kernel']": "P(None, 'fsdp', 'tensor')",
+        "['blocks']['mlp']['w2']['kernel']": "P(None, 'tensor', 'fsdp')",
         "['embed']['embedding']": "P('tensor', 'fsdp')", "['head']['kernel']": "P('fsdp', 'tensor')",
         "['final_norm']['scale']": "P('fsdp',)",
     }
@@ -69,7 +71,7 @@ def test_params_carry_the_shardings_the_table_says(quick):
     assert opt["[1].count"] == "P()"
     # Data parallelism replicates everything; tensor parallelism alone leaves d_model whole.
     assert set(s["dp"]["specs"]["params"].values()) == {"P()"}
-    assert s["dp_tp"]["specs"]["params"]["['block_0']['attn']['wq']"] == "P(None, 'tensor')"
+    assert s["dp_tp"]["specs"]["params"]["['blocks']['attn']['wq']"] == "P(None, None, 'tensor')"
     # Pipeline: stacked blocks split by layer over `pipe`, the rest replicated.
     pp = s["dp_pp"]["specs"]["params"]
     assert {v for k, v in pp.items() if k.startswith("['blocks']")} == {"P('pipe',)"}
@@ -78,7 +80,7 @@ def test_params_carry_the_shardings_the_table_says(quick):
     z = s["zero1"]["specs"]
     assert set(z["params"].values()) == {"P()"}
     assert z["opt_state"]["[1].mu['head']['kernel']"] == "P('data',)"
-    assert z["opt_state"]["[1].mu['block_0']['attn']['wo']"] == "P(None, 'data')"  # 4 heads: split head_dim
+    assert z["opt_state"]["[1].mu['blocks']['attn']['wo']"] == "P(None, None, 'data')"  # 2 layers, 4 heads: head_dim
 
 
 def test_fsdp_holds_an_eighth_per_device(quick):
