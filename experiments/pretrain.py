@@ -5,13 +5,19 @@
     python -m experiments.pretrain --tokens DIR          # DIR/train.npy [+ val.npy, tokenizer.json]
     python -m experiments.pretrain --name default --resume
     python -m experiments.pretrain --parallel.fsdp -1     # shard over every device (see lm/parallel)
+    python -m experiments.pretrain --preset gpt2-small --batch-size 8 --dry-run   # will it fit? (compiles only)
     python -m experiments.pretrain --parallel.data -1 --coordinator-address host0:1234 \
         --num-processes 2 --process-id 0                  # one of two processes (or JAX_* variables)
 
 With no data option it trains on real English that every Python carries (the
 standard library's docstrings and `pydoc_data` topics). Everything is written
 under `--out/--name`: tokenizer, token arrays, checkpoints, metrics.jsonl,
-loss.png and sample.txt. From a notebook:
+loss.png and sample.txt. Documents are kept apart inside each training window
+(attention, positions and loss) wherever the tokenizer has `<|endoftext|>`;
+`--document_mask false` trains on windows as plain sequences. `--dry-run`
+compiles the train step for the chosen model, batch and mesh without data or
+arrays and prints parameters, FLOPs and memory per device (lm.train.plan_report).
+From a notebook:
 
     from experiments.pretrain import PretrainConfig, pretrain
     result = pretrain(PretrainConfig(steps=200))
@@ -51,6 +57,8 @@ class PretrainConfig(TrainConfig):
     out: str = "runs"
     name: str = dataclasses.field(default="", metadata={"help": "run name (default: derived from the data)"})
     resume: bool = dataclasses.field(default=False, metadata={"help": "continue from the run's latest checkpoint"})
+    dry_run: bool = dataclasses.field(default=False, metadata={
+        "help": "compile the train step ahead of time, print parameters, FLOPs and memory per device, and exit"})
     sample_prompt: str = "The "
     sample_tokens: int = 64
     # Multi-process runs (lm.parallel.distributed); unset: JAX_COORDINATOR_ADDRESS etc. or one process.
@@ -156,13 +164,17 @@ def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -
         tok, data = (tok, data) if main else load_data(config, progress=False)
     else:
         tok, data = load_data(config, progress)
+    if tok is not None and EOT in tok.special_ids and config.eot_token < 0:
+        config = dataclasses.replace(config, eot_token=tok.special_ids[EOT])  # packed documents kept apart
     if tok is not None and main:
         from lm.tokenizer import save_tokenizer
 
         save_tokenizer(tok, run_dir)
     if main:
+        docs = (f"documents split at token {config.eot_token}" if config.documents
+                else "windows read as plain sequences")
         print(f"model: {config.model.num_params():,} parameters, {config.model.flops_per_token():,} FLOPs/token; "
-              f"data: {len(data.train):,} train / {len(data.val):,} validation tokens")
+              f"data: {len(data.train):,} train / {len(data.val):,} validation tokens; {docs}")
     result = train(config.train_config(), data, run_dir, resume=config.resume, progress=progress,
                    extra_config={"pretrain": {k: v for k, v in to_dict(config).items() if k not in ("model", "optim")}})
     sample = ""
@@ -197,6 +209,11 @@ def main(argv=None) -> int:
         from lm.config import format_config
 
         print(format_config(config))
+        if config.dry_run:
+            from lm.train.report import format_report, plan_report
+
+            print(format_report(plan_report(config.train_config())))
+            return 0
         result = pretrain(config)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)

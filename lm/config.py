@@ -2,7 +2,8 @@
 
 Every field becomes a flag named after it (`--vocab-size` and `--vocab_size`
 both work); fields of nested dataclasses are reached with dots, as in
-`--model.d_model 512`. Tuple fields take several values, or repeat a flag given
+`--model.d_model 512`. A bool flag alone means true (`--dry-run`, or
+`--dry-run false`). Tuple fields take several values, or repeat a flag given
 in the field's metadata (`metadata={"flag": "--special-token"}`). Validation
 stays in each dataclass's `__post_init__`, so a bad value fails the same way
 from the command line and from a notebook.
@@ -76,6 +77,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
             else:
                 parser.add_argument(*flags, dest=dest, nargs="*", type=_converter(elem),
                                     default=None, help=f"{helptext} (default {default})")
+        elif base is bool:  # `--resume` alone is `--resume true`
+            parser.add_argument(*flags, dest=dest, type=_converter(tp), default=None, nargs="?", const=True,
+                                metavar="BOOL", help=f"{helptext} (default {default})")
         else:
             parser.add_argument(*flags, dest=dest, type=_converter(tp), default=None,
                                 metavar=base.__name__.upper() if isinstance(base, type) else "VALUE",

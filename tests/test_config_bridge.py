@@ -38,6 +38,7 @@ def test_defaults_and_overrides():
                "--special", "<a>", "--special", "<b>", "--inner.window", "none"])
     assert c == Outer(inner=Inner(d_model=512), vocab_size=7, lr=0.1, resume=True, specials=("<a>", "<b>"))
     assert parse(["--inner.window", "16"]).inner.window == 16
+    assert parse(["--resume"]).resume is True and parse(["--resume", "false", "--lr", "1"]).resume is False
 
 
 def test_base_is_kept_for_unset_fields():

@@ -45,6 +45,24 @@ def test_importable_and_returns_history(text_file, tmp_path):
     assert result["history"] and result["val_loss"] is not None and result["run_dir"].endswith("stories-tiny")
 
 
+def test_documents_are_split_at_the_tokenizers_end_of_text(text_file, tmp_path, capsys):
+    """The default job trains with document masking whenever its tokenizer has <|endoftext|>."""
+    args = ["--data", str(text_file), "--out", str(tmp_path / "runs"), "--name", "docs", *TINY]
+    assert main([*args, "--steps", "2"]) == 0
+    assert "documents split at token" in capsys.readouterr().out
+    assert main([*args, "--name", "plain", "--steps", "2", "--document-mask", "false"]) == 0
+    assert "plain sequences" in capsys.readouterr().out
+
+
+def test_dry_run_compiles_and_reports_without_data(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--dry-run", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "FLOPs per token (XLA cost analysis)" in out and "temporaries" in out and "parameters:" in out
+    assert not any(tmp_path.iterdir())  # no tokenizer, no data, no run directory
+    assert main(["--out", str(tmp_path), "--dry-run", "--parallel.fsdp", "3", *TINY]) == 2  # one CPU device
+    assert "does not divide" in capsys.readouterr().err
+
+
 def test_bad_input_is_reported(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path)]) == 2
     assert "missing.txt" in capsys.readouterr().err

@@ -151,6 +151,21 @@ def scan_layers(blocks: nnx.Module, config: ModelConfig, fn, carry, xs=None):
     return jax.lax.scan(body, carry, (state, xs), unroll=1 if config.scan_layers else True)
 
 
+def _stacked_blocks(config: ModelConfig, keys: jax.Array) -> Block:
+    """One Block whose parameters stack every layer's on a leading "layers" axis (as nnx.vmap would make).
+
+    The layers are drawn one by one and stacked, rather than by vmapping the constructor: XLA
+    compiles L copies of the same random draws once, but a vmapped (batched) draw costs about twice
+    as long to compile, which every jitted init (every training run) would pay.
+    """
+    make = nnx.vmap(lambda k: Block(config, k), in_axes=0, out_axes=0,
+                    transform_metadata={nnx.PARTITION_NAME: "layers"})
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: make(keys)))  # structure and axis names only
+    layers = [nnx.to_pure_dict(nnx.split(Block(config, k))[1]) for k in keys]
+    nnx.replace_by_pure_dict(state, jax.tree.map(lambda *xs: jnp.stack(xs), *layers))
+    return nnx.merge(graphdef, state)
+
+
 class Transformer(nnx.Module):
     def __init__(self, config: ModelConfig, key: jax.Array):
         k_embed, k_pos, k_head, k_blocks = jax.random.split(key, 4)
@@ -160,10 +175,7 @@ class Transformer(nnx.Module):
         if config.positions == "learned":
             self.pos_embed = _param(truncated_normal(k_pos, (config.context_length, config.d_model), 0.02, pd),
                                     (None, "embed"))
-        # Every layer's parameters stacked on a leading "layers" axis: one Block program serves them all.
-        make_blocks = nnx.vmap(lambda k: Block(config, k), in_axes=0, out_axes=0,
-                               transform_metadata={nnx.PARTITION_NAME: "layers"})
-        self.blocks = make_blocks(jax.random.split(k_blocks, config.n_layers))
+        self.blocks = _stacked_blocks(config, jax.random.split(k_blocks, config.n_layers))
         if config.norm_position == "pre":
             self.final_norm = Norm(config)
         if not config.tie_embeddings:

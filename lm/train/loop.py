@@ -104,6 +104,21 @@ def train(
     state = plan.init(jax.random.PRNGKey(config.seed))
     start = 0
     if resume:
+        import shlex
+
+        from lm.train.convert import saved_layout
+
+        latest = manager.latest_step()
+        if latest is not None and saved_layout(run_dir / "checkpoints" / str(latest)) == "legacy":
+            manager.close()
+            new = run_dir.with_name(f"{run_dir.name}-stacked")
+            raise ValueError(
+                f"{run_dir} was saved before the layers were stacked (checkpoint step {latest} holds "
+                f"params['block_0'], ...), which training no longer reads. Convert it into a new run directory "
+                f"with `python -m experiments.convert_checkpoint {shlex.quote(str(run_dir))} "
+                f"{shlex.quote(str(new))}` and resume from {new} (the converter prints the full command: "
+                f"`python -m experiments.pretrain --out {new.parent} --name {new.name} --resume true` plus this "
+                f"run's other flags; from Python, train(config, data, {str(new)!r}, resume=True))")
         restored = restore_checkpoint(manager, state)
         if restored is None:
             print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")

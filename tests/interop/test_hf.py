@@ -93,6 +93,32 @@ def test_export_then_transformers_load(tmp_path, overrides, shard):
     np.testing.assert_array_equal(ours(params2, config2), expected)
 
 
+def test_interleaved_rope_exports_permuted(tmp_path):
+    """A model trained with interleaved RoPE pairs (2i, 2i+1) exports into HF's half-split order by
+    permuting q's and k's head dims (and q/k biases): transformers computes the same logits, and the
+    model reads back as a half-split one with the same function."""
+    from transformers import AutoModelForCausalLM
+
+    config = ModelConfig(vocab_size=96, context_length=64, d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=80,
+                         rope_theta=2000.0, norm_eps=1e-6, qkv_bias=True, rope_layout="interleaved")
+    params = random_params(config, seed=4)
+    save_hf(params, config, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    expected = ours(params, config)
+    np.testing.assert_allclose(hf_logits(model, TOKENS), expected, rtol=0, atol=ATOL)
+    params2, config2, _ = load_hf(tmp_path)
+    assert config2.rope_layout == "half" and same_architecture(config, config2)
+    np.testing.assert_allclose(ours(params2, config2), expected, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("field,value", [("qk_norm", True), ("logit_softcap", 30.0)])
+def test_export_refuses_what_llama_cannot_express(tmp_path, field, value):
+    config = dataclasses.replace(ModelConfig(vocab_size=96, context_length=64, d_model=48, n_layers=1, n_heads=4,
+                                             d_ff=80), **{field: value})
+    with pytest.raises(ValueError, match=f"cannot export ModelConfig.{field}"):
+        save_hf(random_params(config, seed=0), config, tmp_path)
+
+
 def test_bfloat16_load(tmp_path):
     kind, overrides = CASES["qwen2-gqa-tied-bias"]
     model = hf_model(kind, **overrides)

@@ -28,20 +28,27 @@ def np_rms(x, w, eps=1e-5):
     return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * w
 
 
-def np_rope(x, pos, theta):
+def np_rope(x, pos, theta, layout="half"):
     hd = x.shape[-1]
     inv = 1.0 / theta ** (np.arange(0, hd, 2) / hd)
     ang = pos[..., None].astype(np.float64) * inv  # [b, s, hd/2]
     c, s = np.cos(ang)[:, :, None], np.sin(ang)[:, :, None]
+    if layout == "interleaved":  # CS336 / RoFormer: rotate (x[2i], x[2i+1]) by angle pos * theta^(-2i/d)
+        out = np.empty_like(x)
+        out[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+        out[..., 1::2] = x[..., 1::2] * c + x[..., 0::2] * s
+        return out
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1)
 
 
-def np_attention(q, k, v, window=0):
+def np_attention(q, k, v, window=0, softcap=0.0):
     b, t, h, d = q.shape
     g = h // k.shape[2]
     k, v = np.repeat(k, g, axis=2), np.repeat(v, g, axis=2)
     s = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(d)
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
     i, j = np.arange(t)[:, None], np.arange(t)[None, :]
     allowed = (j <= i) & ((i - j < window) if window else True)
     s = np.where(allowed, s, -np.inf)
@@ -67,10 +74,11 @@ def test_softmax_is_stable_for_huge_inputs():
     assert np.isfinite(np.asarray(out)).all() and float(out[0]) == pytest.approx(1.0)
 
 
-def test_rope():
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rope(layout):
     x, pos = r(2, 7, 3, 8), np.stack([np.arange(7), np.arange(3, 10)])
     cos, sin = L.rope_angles(jnp.asarray(pos), 8, 10000.0)
-    close(L.apply_rope(jnp.asarray(x), cos, sin), np_rope(x.astype(np.float64), pos, 10000.0), 1e-4)
+    close(L.apply_rope(jnp.asarray(x), cos, sin, layout), np_rope(x.astype(np.float64), pos, 10000.0, layout), 1e-4)
 
 
 @pytest.mark.parametrize("heads,kv,window", [(4, 4, 0), (4, 2, 0), (4, 1, 3)])
@@ -80,6 +88,24 @@ def test_attention_with_gqa_and_window(heads, kv, window):
     out = attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), q_positions=pos, k_positions=pos, window=window,
                     impl="xla")
     close(out, np_attention(*(a.astype(np.float64) for a in (q, k, v)), window), 1e-4)
+
+
+@pytest.mark.parametrize("impl", ["xla", "blocked"])
+def test_attention_softcap_and_its_gradient(impl):
+    """Scores capped as cap * tanh(s / cap): output against NumPy, the written-out gradient against autodiff."""
+    q, k, v = (jnp.asarray(r(2, 70, h, 8) * 3) for h in (4, 2, 2))
+    out = attention(q, k, v, softcap=5.0, impl=impl)
+    close(out, np_attention(*(np.asarray(a, np.float64) for a in (q, k, v)), softcap=5.0), 1e-4)
+    do = jnp.asarray(r(2, 70, 4, 8))
+
+    def loss(q, k, v, fn):
+        return jnp.vdot(fn(q, k, v), do)
+
+    ours = jax.grad(loss, argnums=(0, 1, 2))(q, k, v, lambda *a: attention(*a, softcap=5.0, impl=impl))
+    plain = jax.grad(loss, argnums=(0, 1, 2))(q, k, v, lambda *a: attention(*a, softcap=5.0, impl="xla",
+                                                                              return_lse=True)[0])
+    for a, b in zip(ours, plain):
+        close(a, np.asarray(b, np.float64), 1e-4)
 
 
 @pytest.mark.parametrize("t,heads,kv,window", [(150, 4, 2, 0), (130, 2, 1, 70), (64, 2, 2, 0)])
@@ -108,8 +134,11 @@ def np_forward(p, tokens, c: ModelConfig):
     for i in range(c.n_layers):
         b = jax.tree.map(lambda a: a[i], P["blocks"])  # layer i of the stacked layers
         h = np_rms(x, b["attn_norm"]["scale"])
-        q = np_rope(np.einsum("bsd,dhk->bshk", h, b["attn"]["wq"]), pos, c.rope_theta)
-        k = np_rope(np.einsum("bsd,dhk->bshk", h, b["attn"]["wk"]), pos, c.rope_theta)
+        q = np.einsum("bsd,dhk->bshk", h, b["attn"]["wq"])
+        k = np.einsum("bsd,dhk->bshk", h, b["attn"]["wk"])
+        if c.qk_norm:  # RMSNorm over each head's q and k, before RoPE
+            q, k = np_rms(q, b["attn"]["q_norm"]), np_rms(k, b["attn"]["k_norm"])
+        q, k = np_rope(q, pos, c.rope_theta, c.rope_layout), np_rope(k, pos, c.rope_theta, c.rope_layout)
         v = np.einsum("bsd,dhk->bshk", h, b["attn"]["wv"])
         x = x + np.einsum("bshk,hkd->bsd", np_attention(q, k, v), b["attn"]["wo"])
         h = np_rms(x, b["mlp_norm"]["scale"])
@@ -118,9 +147,14 @@ def np_forward(p, tokens, c: ModelConfig):
     return np_rms(x, P["final_norm"]["scale"]) @ P["head"]["kernel"]
 
 
-def test_full_forward_matches_numpy():
-    c = get_preset("tiny", vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48, context_length=16)
+@pytest.mark.parametrize("kw", [{}, {"qk_norm": True, "rope_layout": "interleaved"}])
+def test_full_forward_matches_numpy(kw):
+    c = get_preset("tiny", vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48, context_length=16,
+                   **kw)
     p = init(c, jax.random.PRNGKey(1))
+    if c.qk_norm:  # gains other than 1, so the test sees them
+        p["blocks"]["attn"]["q_norm"] = 1 + 0.3 * jnp.asarray(r(2, 8))
+        p["blocks"]["attn"]["k_norm"] = 1 + 0.3 * jnp.asarray(r(2, 8))
     tokens = RNG.integers(0, 97, (2, 11))
     close(forward(p, jnp.asarray(tokens), c), np_forward(p, tokens, c), 2e-4)
 
@@ -161,7 +195,8 @@ def test_causality(kw):
 
 
 @pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True, "positions": "learned"}, {"n_kv_heads": 2},
-                                {"n_experts": 3, "experts_per_token": 1}, {"norm": "layernorm", "activation": "relu2"}])
+                                {"n_experts": 3, "experts_per_token": 1}, {"norm": "layernorm", "activation": "relu2"},
+                                {"qk_norm": True, "qkv_bias": True}])
 def test_num_params_and_axes(kw):
     c = get_preset("tiny", **kw)
     p = init(c, jax.random.PRNGKey(0))
@@ -195,6 +230,14 @@ def test_config_errors():
         get_preset("huge")
     with pytest.raises(ValueError, match="fused RMSNorm"):  # the Pallas/Triton kernels are RMSNorm only
         get_preset("tiny", norm="layernorm", norm_impl="pallas")
+    with pytest.raises(ValueError, match="remat"):
+        ModelConfig(remat="some")
+    with pytest.raises(ValueError, match="rope_layout"):
+        ModelConfig(rope_layout="rotated")
+    with pytest.raises(ValueError, match="cuDNN attention has no score softcap"):
+        ModelConfig(attention_impl="cudnn", dtype="bfloat16", logit_softcap=30.0)
+    with pytest.raises(ValueError, match="needs dtype='bfloat16'"):
+        ModelConfig(attention_impl="cudnn")
 
 
 def test_bind_exposes_layers():
