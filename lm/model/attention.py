@@ -19,7 +19,8 @@ Implementations (`impl`):
              CPU training path (positions must be the indices; otherwise it is `xla`)
     pallas   the FlashAttention-2 kernel in kernels/ (interpreted on CPU: exact, slow)
     cudnn    `jax.nn.dot_product_attention(implementation="cudnn")` (GPU, bf16/fp16)
-    auto     cudnn on a GPU when it supports the call, else blocked or xla (`resolve_impl`)
+    auto     cudnn on a GPU when it supports the call, xla on other accelerators, blocked on a CPU
+             (`resolve_impl`)
 """
 
 from __future__ import annotations
@@ -61,15 +62,15 @@ def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
 
 
 def resolve_impl(impl: str, dtype, *, index_positions: bool, softcap: float = 0.0, head_dim: int = 64) -> str:
-    """The implementation `impl` names on this backend: `auto` becomes cudnn on a GPU (bf16/fp16,
-    head_dim <= 128, no softcap), else blocked for causal-by-index calls and xla for the rest;
-    blocked with explicit positions is xla."""
+    """The implementation `impl` names on this backend. `auto` is cudnn on an NVIDIA GPU where cuDNN
+    takes the call (bf16/fp16, head_dim <= 128, no softcap) and xla on other accelerators; on a CPU
+    it is blocked (which is xla unless positions are the indices)."""
     if impl not in IMPLS:
         raise ValueError(f"attention impl {impl!r} is not one of {IMPLS}")
     if impl == "auto":
-        on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
+        backend = jax.default_backend()
         cudnn_ok = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim <= 128 and not softcap
-        impl = "cudnn" if on_gpu and cudnn_ok else "blocked"
+        impl = "blocked" if backend == "cpu" else ("cudnn" if backend in ("gpu", "cuda") and cudnn_ok else "xla")
     if impl == "blocked" and not index_positions:
         return "xla"
     return impl

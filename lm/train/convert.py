@@ -70,9 +70,11 @@ def saved_layout(step_dir: str | os.PathLike) -> str:
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             meta = checkpointer.metadata(Path(step_dir).absolute() / "state").item_metadata
+        params = meta["params"]
+    except Exception:  # unreadable metadata (a damaged step): the restore itself reports what is wrong
+        return "stacked"
     finally:
         absl.setLevel(level)
-    params = meta["params"]
     return "legacy" if f"{LEGACY_PREFIX}0" in params else "stacked"
 
 

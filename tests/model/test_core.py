@@ -80,3 +80,15 @@ def test_config_flops_agree_with_xla(name):
     c = get_preset(name)
     ratio = xla_flops_per_token(TrainConfig(model=c, batch_size=2)) / c.flops_per_token()
     assert 0.95 < ratio < 1.05, ratio
+
+
+@pytest.mark.parametrize("backend,dtype,softcap,want", [
+    ("cpu", jnp.bfloat16, 0.0, "blocked"), ("gpu", jnp.bfloat16, 0.0, "cudnn"), ("gpu", jnp.float32, 0.0, "xla"),
+    ("gpu", jnp.bfloat16, 30.0, "xla"), ("tpu", jnp.bfloat16, 0.0, "xla")])
+def test_auto_attention_picks_by_backend(monkeypatch, backend, dtype, softcap, want):
+    from lm.model.attention import resolve_impl
+
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    assert resolve_impl("auto", dtype, index_positions=True, softcap=softcap) == want
+    # Explicit positions (a cache, the scorer) cannot skip blocks by index: blocked falls back to xla.
+    assert resolve_impl("blocked", dtype, index_positions=False) == "xla"

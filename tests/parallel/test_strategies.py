@@ -111,6 +111,13 @@ def test_configs_that_cannot_shard_say_why(quick):
         assert e[case] is not None and fragment in e[case], (case, e[case])
 
 
+def test_gpu_presets_lower_on_their_meshes(quick):
+    """gpt2-small on FSDP 8, d12 on DP x FSDP x TP, 350m on DP x pipeline, 1b on FSDP x TP: shapes only."""
+    for name, r in quick["presets"].items():
+        assert r["error"] is None, (name, r["error"])
+    assert quick["presets"]["350m"]["description"].startswith("dp4 x pp2")
+
+
 @pytest.mark.slow
 def test_every_strategy_and_the_sharded_init(tmp_path):
     report = run_scenario("full", tmp_path)

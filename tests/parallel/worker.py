@@ -155,9 +155,32 @@ def errors() -> dict:
     return out
 
 
+def presets() -> dict:
+    """Each GPU preset's train step lowered for a real mesh from shapes alone (a sharding error shows up
+    here, without a GPU); the error text where one does not lower."""
+    from lm.parallel.sharding import batch_sharding
+    from lm.model import get_preset
+
+    meshes = {"gpt2-small": dict(fsdp=8), "d12": dict(data=2, fsdp=2, tensor=2),
+              "350m": dict(data=4, pipe=2, microbatches=2), "1b": dict(fsdp=4, tensor=2)}
+    out = {}
+    for name, axes in meshes.items():
+        c = TrainConfig(model=get_preset(name), batch_size=8, parallel=ParallelConfig(**axes))
+        try:
+            plan = make_plan(c)
+            state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                 jax.eval_shape(plan.init, jax.ShapeDtypeStruct((2,), np.uint32)), plan.state_shardings)
+            batch = jax.ShapeDtypeStruct((8, c.model.context_length + 1), np.int32, sharding=batch_sharding(plan.mesh))
+            plan.train_step.lower(state, batch)
+            out[name] = {"description": plan.description, "error": None}
+        except Exception as e:  # reported, asserted in the test
+            out[name] = {"description": None, "error": f"{type(e).__name__}: {e}"}
+    return out
+
+
 QUICK = ("dp", "dp_tp", "fsdp_tp", "dp_pp", "ddp", "zero1")
 SCENARIOS = {
-    "quick": lambda: {"strategies": strategies(QUICK), "memory": memory(), "errors": errors()},
+    "quick": lambda: {"strategies": strategies(QUICK), "memory": memory(), "errors": errors(), "presets": presets()},
     "full": lambda: {"strategies": strategies(tuple(STRATEGIES)), "init": sharded_init()},
 }
 
