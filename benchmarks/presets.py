@@ -53,7 +53,7 @@ def preset_rows(batch_for: dict) -> list[list]:
 def remat_rows(layers: int, batch: int) -> list[list]:
     rows, base = [], None
     for remat in ("none", "dots", "full"):
-        model = get_preset("bench", n_layers=layers, remat=remat)
+        model = get_preset("bench", n_layers=layers, remat=remat, scan_layers=True)
         r = plan_report(TrainConfig(model=model, batch_size=batch), xla_flops=False)
         temp = r["memory"]["temp"]
         base = base or temp

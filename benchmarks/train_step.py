@@ -28,7 +28,8 @@ from benchmarks.results import machine_description, markdown_table, write_sectio
 BATCH = 16
 LR, B1, B2, EPS, WD, CLIP = 3e-3, 0.9, 0.95, 1e-8, 0.1, 1.0
 # "jax-accum2" is the same optimizer step computed as 2 microbatches of 8 (TrainConfig.grad_accum=2).
-WORKERS = ("jax", "jax-accum2", "torch-eager", "torch-compile")
+# "jax-scan" is the same step with the layers as a scanned loop rather than unrolled (the preset's choice on CPU).
+WORKERS = ("jax", "jax-accum2", "jax-scan", "torch-eager", "torch-compile")
 
 # What profiling the XLA CPU step found (jaxlib 0.10.2, 2-core EPYC); kept with the numbers it explains.
 PROFILE_NOTES = """\
@@ -50,7 +51,7 @@ Profile of the JAX step (jaxlib 0.10.2 on this 2-core EPYC; single runs on this 
   kept, and the softmax backward uses rowsum(dout * out)), and attention runs head-major so each
   product is a plain batched matmul rather than one that first transposes q, k or v: one layer's
   forward+backward went from 110-139 ms to 80-100 ms.
-- Earlier: query blocks that skip hidden keys (`blocked_causal_attention`, 30-40% off attention),
+- Earlier: query blocks that skip hidden keys (`lm.model.attention`, impl "blocked", 30-40% off attention),
   and YNNPACK eltwise fusion (`lm/xla_flags.py`, 1.14x on the step when it was added).
 - Microbatches: the same step as 2 microbatches of 8 sequences (`grad_accum=2`, the
   `jax-accum2` row) is about 10% faster, since a 2,048-token microbatch's activations stay
@@ -60,6 +61,13 @@ Profile of the JAX step (jaxlib 0.10.2 on this 2-core EPYC; single runs on this 
   maps a fresh 1 GB temp buffer each step (250k page faults, about 0.75 CPU-seconds in the kernel
   per step); keeping it mapped (glibc arena_max=1, mmap_max=0) cut the faults 8x but did not
   move the step time.
+- Stacked layers (2026-12-02): the layers are one Block program over parameters stacked on a leading
+  axis. Run as a `lax.scan` loop (the `jax-scan` row) the step was 7-11% slower than unrolled in
+  three same-process A/B runs (2.09-2.20 s against 1.93-2.00 s): XLA zero-fills the loop's stacked
+  residual buffers (5 x [4, 16, 256, 1024] and 5 x [4, 16, 256, 256] float32, about 400 MB) and
+  copies them every step, where the unrolled program keeps each layer's activations in its own
+  buffer. The CPU presets therefore unroll (`scan_layers=False`); compile time is what scanning
+  buys, and four layers compile in seconds either way (benchmarks/RESULTS.md, compile time).
 - Against the issue's targets (2026-11-24, `--runs 3`): the one-batch step reached 0.92x eager and
   0.86x torch.compile, the 2-microbatch step 1.09x and 1.02x (torch.compile itself was 1.07x
   eager). 1.3x eager is not reached: it would need XLA's matmuls at MKL's speed and the rest
@@ -67,10 +75,10 @@ Profile of the JAX step (jaxlib 0.10.2 on this 2-core EPYC; single runs on this 
 """
 
 
-def _model_config():
+def _model_config(**overrides):
     from lm.model import get_preset
 
-    return get_preset("bench")
+    return get_preset("bench", **overrides)
 
 
 def _batches(n: int, vocab: int, ctx: int):
@@ -91,14 +99,15 @@ def _time_steps(step, batches, warmup: int) -> float:
     return (time.perf_counter() - t0) / (len(batches) - warmup)
 
 
-def worker_jax(steps: int, warmup: int, grad_accum: int = 1) -> dict:
+def worker_jax(steps: int, warmup: int, grad_accum: int = 1, scan: bool = False) -> dict:
     import jax
 
     from lm.optim import OptimizerConfig
     from lm.train.config import TrainConfig
     from lm.train.step import compiled_steps, init_state
 
-    config = TrainConfig(model=_model_config(), batch_size=BATCH, steps=10_000, grad_accum=grad_accum,
+    model = _model_config(scan_layers=True) if scan else _model_config()
+    config = TrainConfig(model=model, batch_size=BATCH, steps=10_000, grad_accum=grad_accum,
                          optim=OptimizerConfig(lr=LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD, grad_clip=CLIP))
     train, _ = compiled_steps(config)
     box = {"state": init_state(config, jax.random.PRNGKey(0))}
@@ -186,7 +195,8 @@ def main(argv=None) -> int:
 
     if args.worker:
         if args.worker.startswith("jax"):
-            result = worker_jax(args.steps, args.warmup, grad_accum=2 if args.worker == "jax-accum2" else 1)
+            result = worker_jax(args.steps, args.warmup, grad_accum=2 if args.worker == "jax-accum2" else 1,
+                                scan=args.worker == "jax-scan")
         elif args.worker == "matmul":
             result = worker_matmul()
         else:

@@ -133,12 +133,17 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
+    # The CPU presets unroll their four layers (the same stacked parameters and Block program): XLA's CPU
+    # loop zero-fills and copies the scan's stacked activation buffers every step, which made the scanned
+    # train step about 10% slower here (benchmarks/RESULTS.md, train step), while four layers compile fast.
     # Small enough to learn something in a few minutes on a 2-core CPU.
-    "tiny": ModelConfig(),
+    "tiny": ModelConfig(scan_layers=False),
     # The CS336 TinyStories model.
-    "tinystories": ModelConfig(vocab_size=10_000, context_length=256, d_model=512, n_layers=4, n_heads=16, d_ff=1344),
+    "tinystories": ModelConfig(vocab_size=10_000, context_length=256, d_model=512, n_layers=4, n_heads=16, d_ff=1344,
+                               scan_layers=False),
     # The training-step benchmark model.
-    "bench": ModelConfig(vocab_size=10_000, context_length=256, d_model=256, n_layers=4, n_heads=8, d_ff=1024),
+    "bench": ModelConfig(vocab_size=10_000, context_length=256, d_model=256, n_layers=4, n_heads=8, d_ff=1024,
+                         scan_layers=False),
     # GPU presets: bf16 compute over float32 params and optimizer state; attention picked for the device.
     # GPT-2 small, 124M (learned positions, LayerNorm, GELU, tied head; vocab padded to a multiple of 128).
     "gpt2-small": ModelConfig(vocab_size=50_304, context_length=1024, d_model=768, n_layers=12, n_heads=12,

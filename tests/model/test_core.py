@@ -14,7 +14,8 @@ from lm.train.report import plan_report, xla_flops_per_token
 from lm.train.step import init_state, loss_fn, train_step
 from tests.inference.tiny import random_params
 
-SMALL = get_preset("tiny", vocab_size=97, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_ff=48, context_length=32)
+SMALL = get_preset("tiny", vocab_size=97, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_ff=48, context_length=32,
+                   scan_layers=True)
 
 
 def test_layers_are_stacked_on_a_leading_axis():
@@ -54,7 +55,7 @@ def test_full_remat_cuts_train_step_temporaries_3x():
     """XLA's memory analysis of the compiled 12-layer train step (nothing allocated)."""
     def temp(remat):
         model = get_preset("bench", n_layers=12, d_model=64, n_heads=4, d_ff=256, vocab_size=512, context_length=128,
-                           remat=remat)
+                           remat=remat, scan_layers=True)
         return plan_report(TrainConfig(model=model, batch_size=8), xla_flops=False)["memory"]["temp"]
 
     none, full = temp("none"), temp("full")

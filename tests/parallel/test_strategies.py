@@ -125,3 +125,6 @@ def test_every_strategy_and_the_sharded_init(tmp_path):
         _assert_matches_single_device(report["strategies"], name)
     for name, r in report["init"].items():  # same random bits; the sharded program rounds erf_inv
         assert r["as_planned"] and r["max_diff"] < 1e-5, (name, r)  # differently (measured 5e-6 on values ~3)
+    muon = report["pipeline_muon"]  # stacked layers: each pipeline stage orthogonalises its own matrices
+    np.testing.assert_allclose([h["loss"] for h in muon["history"]], [h["loss"] for h in muon["reference"]], rtol=1e-5)
+    assert muon["max_param_diff"] < PARAM_ATOL, muon["max_param_diff"]

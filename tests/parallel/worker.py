@@ -103,6 +103,19 @@ def strategies(names) -> dict:
     return report
 
 
+def pipeline_muon() -> dict:
+    """Muon on GPipe stages (each stage orthogonalises its own layers' matrices) against one device."""
+    data = tokens()
+    muon = dict(optim=OptimizerConfig(name="muon", lr=1e-2, muon_lr=0.02, warmup_steps=0, eps=1e-6))
+    ref_cfg, pp_cfg = (dataclasses.replace(config(**axes), **muon) for axes in ({}, STRATEGIES["dp_pp"]))
+    init = initial_state(ref_cfg)
+    ref, ref_history = train(make_plan(ref_cfg), jax.tree.map(np.copy, init), data)
+    plan = make_plan(pp_cfg)
+    got, history = train(plan, plan.place(init), data)
+    return {"history": history, "reference": ref_history,
+            "max_param_diff": max_diff(jax.device_get(got["params"]), jax.device_get(ref["params"]))}
+
+
 def memory() -> dict:
     """Bytes of params + optimizer state each device holds, read from the shards, against the whole."""
     init = initial_state(config())
@@ -181,7 +194,8 @@ def presets() -> dict:
 QUICK = ("dp", "dp_tp", "fsdp_tp", "dp_pp", "ddp", "zero1")
 SCENARIOS = {
     "quick": lambda: {"strategies": strategies(QUICK), "memory": memory(), "errors": errors(), "presets": presets()},
-    "full": lambda: {"strategies": strategies(tuple(STRATEGIES)), "init": sharded_init()},
+    "full": lambda: {"strategies": strategies(tuple(STRATEGIES)), "init": sharded_init(),
+                     "pipeline_muon": pipeline_muon()},
 }
 
 
