@@ -168,14 +168,17 @@ def _stacked_blocks(config: ModelConfig, keys: jax.Array) -> Block:
 
 class Transformer(nnx.Module):
     def __init__(self, config: ModelConfig, key: jax.Array):
-        k_embed, k_pos, k_head, k_blocks = jax.random.split(key, 4)
+        # The same keys, in the same order, as the per-layer model before the layers were stacked, so a
+        # seed gives the same initial parameters as it always did.
+        keys = jax.random.split(key, config.n_layers + 3)
+        k_embed, k_pos, k_head = keys[0], keys[1], keys[2]
         pd = jnp.dtype(config.param_dtype)
         self.config = config
         self.embed = Embedding(config.vocab_size, config.d_model, k_embed, pd)
         if config.positions == "learned":
             self.pos_embed = _param(truncated_normal(k_pos, (config.context_length, config.d_model), 0.02, pd),
                                     (None, "embed"))
-        self.blocks = _stacked_blocks(config, jax.random.split(k_blocks, config.n_layers))
+        self.blocks = _stacked_blocks(config, keys[3:])
         if config.norm_position == "pre":
             self.final_norm = Norm(config)
         if not config.tie_embeddings:
