@@ -80,6 +80,7 @@ def run(params: dict, config: ModelConfig, tokens: jax.Array, positions: jax.Arr
         return x, (new["k"], new["v"])
 
     x = model.embed_tokens(tokens, positions)
-    x, (ks, vs) = model.scan(layer, x, tuple((s.k, s.v) for s in segments))
+    # Always a loop: every new shape of a scoring batch compiles one layer, not the whole depth.
+    x, (ks, vs) = model.scan(layer, x, tuple((s.k, s.v) for s in segments), unroll=False)
     out = None if logits == "none" else model.logits(x[:, -1] if logits == "last" else x)
     return out, Segment(ks, vs, positions, valid)

@@ -79,7 +79,7 @@ def resolve_impl(impl: str, dtype, *, index_positions: bool, softcap: float = 0.
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, q_positions: jax.Array | None = None,
               k_positions: jax.Array | None = None, q_segments: jax.Array | None = None,
               k_segments: jax.Array | None = None, k_valid: jax.Array | None = None, window: int = 0,
-              causal: bool = True, impl: str = "xla", softcap: float = 0.0, return_lse: bool = False):
+              causal: bool = True, impl: str = "auto", softcap: float = 0.0, return_lse: bool = False):
     """Attention softmax(q k^T / sqrt(head_dim) [softcapped] + mask) v: [batch, q_len, heads, head_dim].
 
     q_positions [batch or 1, q_len], k_positions [batch or 1, k_len]: positions for the causal and

@@ -132,12 +132,13 @@ class Block(nnx.Module):
         return self.mlp_norm(x + y), aux
 
 
-def scan_layers(blocks: nnx.Module, config: ModelConfig, fn, carry, xs=None):
+def scan_layers(blocks: nnx.Module, config: ModelConfig, fn, carry, xs=None, *, unroll: bool | None = None):
     """Run `fn(block, carry, x) -> (carry, y)` over the stacked layers; returns (carry, ys).
 
     `blocks` holds every layer's parameters on a leading axis; `fn` sees a Block bound to one
-    layer's. xs and ys carry that leading axis too. One layer program is compiled (or unrolled,
-    with `config.scan_layers` False), and `config.remat` decides what the backward pass recomputes.
+    layer's. xs and ys carry that leading axis too. One layer program is compiled, or unrolled
+    when `unroll` (default: `not config.scan_layers`), and `config.remat` decides what the backward
+    pass recomputes.
     """
     graphdef, state = nnx.split(blocks)
 
@@ -148,7 +149,8 @@ def scan_layers(blocks: nnx.Module, config: ModelConfig, fn, carry, xs=None):
     if config.remat != "none":
         # prevent_cse=False is safe under scan and lets XLA share the recomputation's subexpressions.
         body = jax.checkpoint(body, policy=REMAT_POLICIES[config.remat], prevent_cse=False)
-    return jax.lax.scan(body, carry, (state, xs), unroll=1 if config.scan_layers else True)
+    unroll = not config.scan_layers if unroll is None else unroll
+    return jax.lax.scan(body, carry, (state, xs), unroll=True if unroll else 1)
 
 
 def _stacked_blocks(config: ModelConfig, keys: jax.Array) -> Block:
@@ -206,9 +208,9 @@ class Transformer(nnx.Module):
         x, aux = self.scan(layer, x)
         return (self.final_hidden(x) if hidden_only else self.logits(x)), jnp.mean(aux)
 
-    def scan(self, fn, carry, xs=None):
+    def scan(self, fn, carry, xs=None, *, unroll: bool | None = None):
         """`scan_layers` over this model's blocks: fn(block, carry, x) -> (carry, y)."""
-        return scan_layers(self.blocks, self.config, fn, carry, xs)
+        return scan_layers(self.blocks, self.config, fn, carry, xs, unroll=unroll)
 
     def embed_tokens(self, tokens, positions):
         """tokens int [batch, seq] -> [batch, seq, d_model] in the compute dtype, positions added."""

@@ -80,11 +80,16 @@ def saved_layout(step_dir: str | os.PathLike) -> str:
 
 def upgrade_config(saved: dict) -> dict:
     """A saved config dict ({"train": ...}) from before the stacked layout, in today's terms: its
-    attention_impl "xla" meant "blocked where positions are the indices", which is now "auto"."""
+    attention_impl "xla" meant "blocked where positions are the indices", which is now "auto", and
+    its layers ran unrolled."""
     model = saved.get("train", {}).get("model", {})
+    if not model:
+        return saved
+    model = dict(model)
     if model.get("attention_impl") == "xla":
-        saved = {**saved, "train": {**saved["train"], "model": {**model, "attention_impl": "auto"}}}
-    return saved
+        model["attention_impl"] = "auto"
+    model.setdefault("scan_layers", False)  # the per-layer model ran its layers unrolled
+    return {**saved, "train": {**saved["train"], "model": model}}
 
 
 def restore_any_layout(manager, template, step: int):
