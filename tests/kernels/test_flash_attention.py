@@ -29,7 +29,7 @@ def _inputs(seed, b, t, s, h, kvh, d, dtype):
 
 def check(b, t, s, h, kvh, d, *, causal=True, window=0, dtype="float32", blocks=BlockSizes(16, 16, 16, 16),
           array_scale=True, k_valid=None, q_pos=None, k_pos=None, q_seg=None, k_seg=None, softcap=0.0, seed=0,
-          nan_keys=None):
+          nan_keys=None, interpret=True):
     """Output and dq, dk, dv (and dscale for an array scale) of the kernel against float64 NumPy.
 
     nan_keys: bool [b, s], keys (and values) set to NaN for the kernel and to 0 for the reference; they
@@ -38,7 +38,7 @@ def check(b, t, s, h, kvh, d, *, causal=True, window=0, dtype="float32", blocks=
     q, k, v, do = _inputs(seed, b, t, s, h, kvh, d, jnp.dtype(dtype))
     scale = 0.7 / np.sqrt(d)
     kw = dict(causal=causal, window=window, k_valid=k_valid, q_positions=q_pos, k_positions=k_pos,
-              q_segments=q_seg, k_segments=k_seg, logit_softcap=softcap, block_sizes=blocks, interpret=True)
+              q_segments=q_seg, k_segments=k_seg, logit_softcap=softcap, block_sizes=blocks, interpret=interpret)
 
     def loss(q, k, v, sc):
         o = flash_attention(q, k, v, sc if array_scale else scale, **kw)
