@@ -184,8 +184,9 @@ def _pytest_gpu(sizes: Sizes) -> dict:
         return {"command": " ".join(cmd[1:]), "summary": f"timed out after {sizes.pytest_timeout} s"}
     tail = [x for x in out.stdout.splitlines() if x.strip()]
     failed = [x for x in tail if x.startswith("FAILED")]
-    return {"command": " ".join(cmd[1:]), "returncode": out.returncode, "summary": tail[-1] if tail else out.stderr[-300:],
-            "failed": failed[:20], "seconds": round(time.perf_counter() - t0, 1)}
+    return {"command": " ".join(cmd[1:]), "returncode": out.returncode,
+            "summary": tail[-1] if tail else out.stderr[-300:], "failed": failed[:20],
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _one_step_losses(sizes: Sizes, clock: Clock) -> dict:
@@ -215,8 +216,30 @@ def _one_step_losses(sizes: Sizes, clock: Clock) -> dict:
             "losses": losses, "rel_diff_vs_xla": agree, "same_to_bf16": all(d < 2e-2 for d in agree.values())}
 
 
+def _document_masks() -> dict:
+    """Packed documents (segment ids) and a sliding window through cuDNN's and Pallas's attention against
+    XLA's, bf16: the dense-mask path of the cuDNN call is only ever run here."""
+    from lm.model.attention import attention
+
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    q, k, v = (jax.random.normal(key, (2, 256, 8, 64), jnp.bfloat16) for key in keys)
+    k, v = k[:, :, :2], v[:, :, :2]  # GQA: 8 query heads over 2 key heads
+    seg = jnp.asarray(np.repeat([[0, 1, 2], [0, 0, 1]], [60, 100, 96], axis=1), jnp.int32)
+    out = {}
+    for name, kw in (("segments", dict(q_segments=seg, k_segments=seg)), ("window", dict(window=64))):
+        ref = np.asarray(jax.jit(lambda q, k, v: attention(q, k, v, impl="xla", **kw))(q, k, v), np.float32)
+        for impl in ("cudnn", "pallas"):
+            try:
+                got = np.asarray(jax.jit(lambda q, k, v: attention(q, k, v, impl=impl, **kw))(q, k, v), np.float32)
+                out[f"{impl} {name}"] = float(np.abs(got - ref).max() / np.abs(ref).max())
+            except Exception as e:  # noqa: BLE001
+                out[f"{impl} {name}"] = _error(e)
+    return out
+
+
 def stage_correctness(sizes: Sizes, clock: Clock) -> tuple[dict, str]:
     tests = _pytest_gpu(sizes)
+    masks = _document_masks()
     step = _one_step_losses(sizes, clock)
     rows = [[impl, f"{v:.5f}" if isinstance(v, float) else v,
              f"{step['rel_diff_vs_xla'][impl]:.2e}" if impl in step["rel_diff_vs_xla"] else "-"]
@@ -226,8 +249,12 @@ def stage_correctness(sizes: Sizes, clock: Clock) -> tuple[dict, str]:
           + ("".join(f"\n- {f}" for f in tests.get("failed", []))) + "\n\n"
           f"One train step of {step['model']}, batch {step['batch']}, bf16: loss by attention impl "
           f"(same to bf16 tolerance, 2e-2: {'yes' if step['same_to_bf16'] else 'NO'}).\n\n"
-          + markdown_table(["impl", "loss", "relative difference to xla"], rows))
-    return {"kernel_tests": tests, "train_step": step}, md
+          + markdown_table(["impl", "loss", "relative difference to xla"], rows)
+          + "\n\nAttention with packed documents (segment ids) and with a 64-token window, bf16, GQA 8/2, "
+          "max |difference| / max |xla|:\n\n"
+          + markdown_table(["case", "relative difference to xla"],
+                           [[k, f"{v:.2e}" if isinstance(v, float) else v] for k, v in masks.items()]))
+    return {"kernel_tests": tests, "train_step": step, "document_masks": masks}, md
 
 
 # ----------------------------------------------------------------- attention
