@@ -32,7 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.gpu import compile_fn, require_gpu, time_interleaved  # noqa: E402
 from benchmarks.results import markdown_table, write_section  # noqa: E402
-from kernels.flash_attention import BlockSizes, default_block_sizes, flash_attention  # noqa: E402
+from lm.kernels.flash_attention import BlockSizes, default_block_sizes, flash_attention  # noqa: E402
 from lm.model.attention import attention  # noqa: E402
 
 TOKENS, WIDTH = 16384, 2048

@@ -259,7 +259,7 @@ def stage_correctness(sizes: Sizes, clock: Clock) -> tuple[dict, str]:
 
 # ----------------------------------------------------------------- attention
 def stage_attention(sizes: Sizes, clock: Clock) -> tuple[dict, str]:
-    from kernels.flash_attention import flash_attention
+    from lm.kernels.flash_attention import flash_attention
     from lm.model.attention import attention
 
     impls = {"pallas (ours)": lambda q, k, v: flash_attention(q, k, v),

@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.gpu import compile_fn, require_gpu, spec_bandwidth, time_interleaved  # noqa: E402
 from benchmarks.results import markdown_table, write_section  # noqa: E402
-from kernels.rms_norm import rms_norm_pallas, rms_norm_triton  # noqa: E402
+from lm.kernels.rms_norm import rms_norm_pallas, rms_norm_triton  # noqa: E402
 from lm.model.layers import rms_norm  # noqa: E402
 
 BATCH, TARGET_SHARE = 8, 0.8

@@ -17,7 +17,7 @@ Implementations (`impl`):
     xla      the full score matrix in plain XLA, with a written-out gradient; the reference
     blocked  causal attention by index that skips key blocks no query in a block can see: the
              CPU training path (positions must be the indices; otherwise it is `xla`)
-    pallas   the FlashAttention-2 kernel in kernels/ (interpreted on CPU: exact, slow)
+    pallas   the FlashAttention-2 kernel in lm/kernels/ (interpreted on CPU: exact, slow)
     cudnn    `jax.nn.dot_product_attention(implementation="cudnn")` (GPU, bf16/fp16)
     auto     cudnn on a GPU when it supports the call, xla on other accelerators, blocked on a CPU
              (`resolve_impl`)
@@ -97,7 +97,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, q_positions: jax.Arra
     if impl == "pallas":
         if not causal and window:
             raise ValueError("a sliding window needs causal attention")
-        from kernels.flash_attention import flash_attention  # Pallas is imported only when asked for
+        from lm.kernels.flash_attention import flash_attention  # Pallas is imported only when asked for
 
         return flash_attention(q, k, v, causal=causal, window=window, k_valid=k_valid, q_positions=q_positions,
                                k_positions=k_positions, q_segments=q_segments, k_segments=k_segments,

@@ -109,7 +109,7 @@ class Embedding(nnx.Module):
 
 
 class Norm(nnx.Module):
-    """RMSNorm or LayerNorm; `config.norm_impl` picks XLA or a fused kernel (RMSNorm only) from kernels/."""
+    """RMSNorm or LayerNorm; `config.norm_impl` picks XLA or a fused kernel (RMSNorm only) from lm/kernels/."""
 
     def __init__(self, config: ModelConfig):
         self.kind, self.eps, self.impl = config.norm, config.norm_eps, config.norm_impl
@@ -121,11 +121,11 @@ class Norm(nnx.Module):
         if self.kind == "layernorm":
             return layer_norm(x, self.scale[...], self.bias[...], self.eps)
         if self.impl == "pallas":
-            from kernels.rms_norm import rms_norm_pallas
+            from lm.kernels.rms_norm import rms_norm_pallas
 
             return rms_norm_pallas(x, self.scale[...], self.eps)
         if self.impl == "triton":
-            from kernels.rms_norm import rms_norm_triton
+            from lm.kernels.rms_norm import rms_norm_triton
 
             return rms_norm_triton(x, self.scale[...], self.eps)
         return rms_norm(x, self.scale[...], self.eps)

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.flash_attention import BlockSizes, flash_attention, reference_attention
-from kernels.flash_kernels import LOG2E, Static, _k_blocks, _q_blocks, _ranges_meet, _seg_range, forward
+from lm.kernels.flash_attention import BlockSizes, flash_attention, reference_attention
+from lm.kernels.flash_kernels import LOG2E, Static, _k_blocks, _q_blocks, _ranges_meet, _seg_range, forward
 from tests.kernels import reference
 from tests.kernels.helpers import rel_err, run
 

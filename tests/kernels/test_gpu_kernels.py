@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from kernels.flash_attention import default_block_sizes
-from kernels.rms_norm import rms_norm_pallas
+from lm.kernels.flash_attention import default_block_sizes
+from lm.kernels.rms_norm import rms_norm_pallas
 from tests.kernels.test_flash_attention import check as check_attention
 from tests.kernels.test_rms_norm import check as check_norm
 

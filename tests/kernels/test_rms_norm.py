@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.rms_norm import NormBlocks, reference_rms_norm, rms_norm_pallas, rms_norm_triton
+from lm.kernels.rms_norm import NormBlocks, reference_rms_norm, rms_norm_pallas, rms_norm_triton
 from tests.kernels import reference
 from tests.kernels.helpers import rel_err, run
 
@@ -75,7 +75,7 @@ def test_triton_kernels_compile_for_h100(d):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from kernels import rms_norm_triton as k
+    from lm.kernels import rms_norm_triton as k
 
     block = triton.next_power_of_2(d)
     kernels = {

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from kernels.flash_attention import flash_attention
-from kernels.rms_norm import rms_norm_pallas
+from lm.kernels.flash_attention import flash_attention
+from lm.kernels.rms_norm import rms_norm_pallas
 
 
 def _triton_calls(fn, *args) -> set[str]:

@@ -1,6 +1,6 @@
 """The three Pallas kernels of FlashAttention-2 (forward, dK/dV, dQ) and their `pallas_call`s.
 
-Inputs arrive already padded by `kernels.flash_attention`: q, o, dO [b, t, heads, d], k, v
+Inputs arrive already padded by `lm.kernels.flash_attention`: q, o, dO [b, t, heads, d], k, v
 [b, s, kv_heads, d] with t, s multiples of the block sizes and d a power of two, so every
 block load is in bounds and no load needs a mask. Ragged lengths become a score mask
 instead: a key is visible when its index is below the true key length (or its position is

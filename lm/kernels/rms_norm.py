@@ -10,7 +10,7 @@ the backward reads x, dy and 1/rms and writes dx, plus per-program partial sums 
 dy * x / rms that XLA adds up into d(scale). `jax.custom_vjp` ties each pair together.
 
 The Pallas version is the one that runs everywhere (interpret mode on CPU, Pallas's Triton
-backend on GPU; see kernels/flash_attention.py for the jax 0.10 Triton / jax 0.11 Mosaic GPU
+backend on GPU; see lm/kernels/flash_attention.py for the jax 0.10 Triton / jax 0.11 Mosaic GPU
 situation). It pads d to a power of two and the rows to a whole number of blocks, so shapes
 whose row count is a multiple of the block (the usual batch * seq) pay no copy. The Triton
 version masks instead of padding; it imports triton and jax_triton lazily and needs a GPU.
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.flash_attention import default_interpret
+from lm.kernels.flash_attention import default_interpret
 
 
 def reference_rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -157,6 +157,6 @@ def rms_norm_pallas(x: jax.Array, scale: jax.Array, eps: float = 1e-5, *, blocks
 
 def rms_norm_triton(x: jax.Array, scale: jax.Array, eps: float = 1e-5) -> jax.Array:
     """The same fused RMSNorm written in Triton and called through jax-triton (GPU only)."""
-    from kernels.rms_norm_triton import rms_norm as triton_rms_norm  # imports triton: GPU machines only
+    from lm.kernels.rms_norm_triton import rms_norm as triton_rms_norm  # imports triton: GPU machines only
 
     return triton_rms_norm(x, scale, eps)

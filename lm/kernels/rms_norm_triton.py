@@ -1,6 +1,6 @@
 """Fused RMSNorm in Triton, called from JAX through jax-triton (GPU only; imported lazily).
 
-The same algorithm as the Pallas kernels in kernels/rms_norm.py, written in Triton's own
+The same algorithm as the Pallas kernels in lm/kernels/rms_norm.py, written in Triton's own
 language: one program per row in the forward, a fixed number of programs looping over rows
 in the backward (each writing one partial sum of d(scale)). Triton masks ragged edges, so
 nothing is padded. Importing this module imports triton and jax_triton: `pip install -e

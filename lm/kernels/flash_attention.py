@@ -43,7 +43,7 @@ the Triton backend ships (nothing here is specific to 0.10 or 0.11); port forwar
 to a Mosaic GPU kernel with the same tiling, base-2 online softmax and LSE residual, so that
 `reference_attention`, the custom_vjp wiring and tests/kernels carry over unchanged; or, to
 stay on Triton after the removal, write the kernel in Triton itself and call it through
-jax-triton, as kernels/rms_norm_triton.py does for RMSNorm. On CPU the kernels run in Pallas
+jax-triton, as lm/kernels/rms_norm_triton.py does for RMSNorm. On CPU the kernels run in Pallas
 interpret mode (slow, exact): that is how they are tested on machines without a GPU.
 """
 
@@ -56,7 +56,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from kernels.flash_kernels import FAR, BlockSizes, Static, backward, forward
+from lm.kernels.flash_kernels import FAR, BlockSizes, Static, backward, forward
 
 __all__ = ["BlockSizes", "flash_attention", "reference_attention", "default_block_sizes", "default_interpret"]
 
