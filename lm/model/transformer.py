@@ -272,9 +272,20 @@ def forward(params: dict, tokens: jax.Array, config: ModelConfig, *, positions=N
     return (logits, {"moe_aux_loss": aux}) if return_aux else logits
 
 
+def _axis_names(variable: nnx.Variable) -> tuple:
+    # Flax has named this metadata `sharding`, then `sharding_names`, now `out_sharding`; read whichever
+    # the installed version writes, so the GPU image's newer Flax needs no code change (benchmarks/GPU.md).
+    meta = variable.get_metadata()
+    for key in ("out_sharding", "sharding_names", "sharding"):
+        if meta.get(key) is not None:
+            return tuple(meta[key])
+    raise ValueError(f"parameter of shape {variable.shape} carries no logical axis names (metadata keys: "
+                     f"{sorted(meta)}); every lm parameter is created with them by lm.model.layers._param")
+
+
 def logical_axes(config: ModelConfig) -> dict:
     """PartitionSpecs of logical axis names, in the same tree as `init`'s params."""
     _, abstract = _abstract(config)
-    specs = jax.tree.map(lambda v: PartitionSpec(*v.get_metadata()["out_sharding"]), abstract,
+    specs = jax.tree.map(lambda v: PartitionSpec(*_axis_names(v)), abstract,
                          is_leaf=lambda x: isinstance(x, nnx.Variable))
     return nnx.to_pure_dict(specs)
