@@ -47,7 +47,7 @@ def split_tokens(tokens: np.ndarray, val_fraction: float) -> TokenData:
 
 
 def _check_length(tokens: np.ndarray, context_length: int, what: str) -> None:
-    if len(tokens) < context_length + 2:
+    if len(tokens) < context_length + 1:
         raise ValueError(
             f"{what} has {len(tokens)} tokens, fewer than one window of context_length + 1 = "
             f"{context_length + 1}; use more text or a shorter context"
@@ -61,7 +61,9 @@ def batch_at(tokens: np.ndarray, step: int, batch_size: int, context_length: int
     # counter, consecutive steps' streams were the same numbers shifted by one block, so step k + 1
     # repeated most of step k's windows.)
     rng = np.random.Generator(np.random.Philox(key=np.array([seed, step], dtype=np.uint64)))
-    starts = rng.integers(0, len(tokens) - context_length - 1, size=batch_size)
+    # Valid starts are 0 ..= len - context_length - 1 (the last window ends on the last token);
+    # `integers` excludes its upper bound.
+    starts = rng.integers(0, len(tokens) - context_length, size=batch_size)
     idx = starts[:, None] + np.arange(context_length + 1)[None, :]
     return np.asarray(tokens[idx], dtype=np.int32)
 

@@ -75,3 +75,15 @@ def test_consecutive_batches_are_independent():
     tokens = np.arange(1_000_000, dtype=np.int32)
     starts = [set(batch_at(tokens, k, 64, 32, 0)[:, 0].tolist()) for k in range(20)]
     assert max(len(a & b) for a, b in zip(starts, starts[1:])) <= 2
+
+
+def test_every_window_can_be_drawn_including_the_last():
+    """Starts cover 0 ..= len - context_length - 1: the final window ends on the final token."""
+    tokens = np.arange(100)
+    starts = {int(s) for k in range(20) for s in batch_at(tokens, k, 256, 7, 0)[:, 0]}
+    assert starts == set(range(93))
+    # exactly one window's worth of tokens is enough, for training and for evaluation
+    assert batch_at(np.arange(8), 0, 3, 7, 0).tolist() == [list(range(8))] * 3
+    assert [b.tolist() for b in eval_batches(np.arange(8), 4, 7)] == [[list(range(8))]]
+    with pytest.raises(ValueError, match="has 7 tokens, fewer than one window of context_length \\+ 1 = 8"):
+        batch_at(np.arange(7), 0, 2, 7, 0)
