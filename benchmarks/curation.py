@@ -60,7 +60,7 @@ def stage_rates(files: list[str]) -> list[tuple[str, float, int]]:
 def minhash_vs_datasketch(texts: list[str], repeats: int = 3) -> dict:
     import datasketch
 
-    from lm.curation.fuzzy_dedup import MinHashConfig, fuzzy_dedup
+    from lm.curation.near_dedup import MinHashConfig, fuzzy_dedup
     from lm.curation.lsh import candidate_pairs
     from lm.curation.minhash import minhash_signatures, normalize, shingles
 

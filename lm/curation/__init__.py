@@ -4,9 +4,12 @@ One module per stage, each a plain function over text or documents:
 reading (read_warc), extract (extract_text), language (identify_language), pii (mask_pii),
 harmful (load_harmful_classifier, harmful_filter), gopher (gopher_filter), quality
 (train_quality_classifier, quality_score), exact_dedup (exact_line_dedup), minhash / lsh /
-fuzzy_dedup (minhash_signatures, fuzzy_dedup), pipeline (run_curation), tokens
+near_dedup (minhash_signatures, fuzzy_dedup), pipeline (run_curation), tokens
 (tokenize_documents). The optional packages (`pip install -e '.[curation]'`) are imported only
 when a stage runs, so `import lm.curation` always works.
+
+No submodule shares a name with an export: importing a submodule binds its name on the package,
+which would shadow the lazy export (`from lm.curation import fuzzy_dedup` must give the function).
 """
 
 import importlib
@@ -16,8 +19,8 @@ _EXPORTS = {
     "identify_language": "language", "mask_pii": "pii", "mask_emails": "pii", "mask_phone_numbers": "pii",
     "mask_ips": "pii", "load_harmful_classifier": "harmful", "harmful_filter": "harmful",
     "gopher_filter": "gopher", "train_quality_classifier": "quality", "quality_score": "quality",
-    "exact_line_dedup": "exact_dedup", "minhash_signatures": "minhash", "fuzzy_dedup": "fuzzy_dedup",
-    "MinHashConfig": "fuzzy_dedup", "CurationConfig": "config", "run_curation": "pipeline",
+    "exact_line_dedup": "exact_dedup", "minhash_signatures": "minhash", "fuzzy_dedup": "near_dedup",
+    "MinHashConfig": "near_dedup", "CurationConfig": "config", "run_curation": "pipeline",
     "tokenize_documents": "tokens",
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lm.curation.fuzzy_dedup import MinHashConfig
+from lm.curation.near_dedup import MinHashConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,7 +41,7 @@ def expand_inputs(pattern: str) -> list[str]:
 def _near_duplicates(config: CurationConfig, sigs: list[np.ndarray], shard_docs: list[int]) -> tuple[list[dict], dict]:
     """Per shard {position: id of the kept duplicate}, from signatures and on-demand reads."""
     from lm.curation.document import read_jsonl_at
-    from lm.curation.fuzzy_dedup import fuzzy_dedup
+    from lm.curation.near_dedup import fuzzy_dedup
     from lm.curation.stages import work_path
 
     # Offsets of every document line in pass A's shards, for reading candidates back.

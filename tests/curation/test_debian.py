@@ -50,7 +50,7 @@ def test_language_id_agrees_with_page_folders():
 def test_planted_near_duplicates_in_python_docs():
     """5%-edited copies of real pages are found (recall) and nothing else is merged (precision),
     counting pairs of pages that really are near-duplicates (exact Jaccard) as true."""
-    from lm.curation.fuzzy_dedup import MinHashConfig, fuzzy_dedup
+    from lm.curation.near_dedup import MinHashConfig, fuzzy_dedup
     from lm.curation.minhash import jaccard, shingle_set
 
     rng = random.Random(0)

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from lm.curation.fuzzy_dedup import MinHashConfig, fuzzy_dedup
+from lm.curation.near_dedup import MinHashConfig, fuzzy_dedup
 from lm.curation.lsh import UnionFind, candidate_pairs, duplicate_clusters
 from lm.curation.minhash import jaccard, minhash_signatures, normalize, shingle_hashes_batch, shingle_set, shingles
 
