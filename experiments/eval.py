@@ -123,6 +123,7 @@ def _perplexity_ids(config: EvalConfig, tokenizer):
     import numpy as np
 
     from lm.eval.tokens import encode, text_bytes
+    from lm.tokenizer.pretokenize import read_text
 
     path = config.data_path()
     if path.suffix == ".npy":
@@ -130,7 +131,7 @@ def _perplexity_ids(config: EvalConfig, tokenizer):
         ids = np.asarray(ids[int(len(ids) * (1 - config.holdout)):] if config.holdout else ids, np.int64)
         bos = []
     else:
-        ids = np.asarray(encode(tokenizer, path.read_text(encoding="utf-8"), add_special_tokens=False), np.int64)
+        ids = np.asarray(encode(tokenizer, read_text(path), add_special_tokens=False), np.int64)
         ids = ids[int(len(ids) * (1 - config.holdout)):] if config.holdout else ids
         bos_id = _token_id(tokenizer, config.bos)
         bos = [] if bos_id is None else [bos_id]

@@ -124,7 +124,7 @@ def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
 
 
 def read_text_range(path: str | os.PathLike, start: int, end: int) -> str:
-    """Decode bytes [start, end) of a UTF-8 file, naming the offset of any bad byte."""
+    """Decode bytes [start, end) of a UTF-8 file, naming the file and the offset of any bad byte."""
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
@@ -132,9 +132,16 @@ def read_text_range(path: str | os.PathLike, start: int, end: int) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(
-            f"{path}: not valid UTF-8 at byte offset {start + e.start} ({e.reason}); "
-            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) before training"
+            f"{path}: not valid UTF-8 at byte offset {start + e.start} ({e.reason}); re-encode the file as "
+            f"UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path} > {path}.utf8` for a Latin-1 file) and use that"
         ) from None
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole of a UTF-8 text file, exactly as on disk (no newline translation: as training reads it).
+
+    A file in another encoding is a ValueError naming the file, the offset and the fix."""
+    return read_text_range(path, 0, os.path.getsize(path))
 
 
 def _count_range(args) -> collections.Counter:
