@@ -4,7 +4,8 @@ Pass 1 counts every line's hash (per shard `line_hash_counts`, merged with `merg
 memory holds one (hash, count) pair per distinct line, never the documents). Pass 2 rewrites
 each document keeping only the lines that occur once in the whole corpus: repeated lines are
 boilerplate (menus, footers, cookie banners) and every copy goes. Blank lines are layout, not
-content: they are neither counted nor removed.
+content: they are neither counted nor removed (runs of them collapse to one). Indentation and a
+document's final newline are kept.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def dedup_lines(text: str, counts: tuple[np.ndarray, np.ndarray]) -> tuple[str, 
         else:
             out.append(r.rstrip())
             blank = False
-    return "\n".join(out).strip("\n"), removed
+    kept = "\n".join(out).strip("\n")
+    # A stage that removes lines keeps the rest of the layout, the final newline included.
+    return (kept + "\n" if kept and text.endswith("\n") else kept), removed
 
 
 def exact_line_dedup(texts: Sequence[str]) -> list[str]:

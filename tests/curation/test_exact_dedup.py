@@ -44,3 +44,10 @@ def test_all_duplicate_corpus_and_empty_inputs():
     assert exact_line_dedup([]) == []
     assert exact_line_dedup(["", "\n\n"]) == ["", ""]
     assert merge_counts([])[0].size == 0
+
+
+def test_final_newline_and_inner_structure_are_kept():
+    docs = ["Header\nunique one\nsecond line\n", "Header\nunique two\n\n  indented line\n", "no newline at end"]
+    assert exact_line_dedup(docs) == ["unique one\nsecond line\n", "unique two\n\n  indented line\n",
+                                      "no newline at end"]
+    assert exact_line_dedup(["x\n", "x\n"]) == ["", ""]  # nothing left: no lone newline either
