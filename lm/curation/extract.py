@@ -15,6 +15,11 @@ import re
 _TEXT_TYPES = ("text/", "application/xhtml", "application/xml", "application/rss", "application/atom")
 _HTML_SNIFF = re.compile(rb"<\s*(!doctype\s+html|html|head|body|p|div|title)\b", re.I)
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+# Heading and definition permalinks (Sphinx "headerlink", Jupyter, anchor.js): their "¶" is markup.
+_PERMALINKS = ("a.headerlink", "a.anchor-link", "a.anchorjs-link", "a.permalink")
+# Other generators' permalinks have no common class; a pilcrow that ends a line is one of them
+# (a pilcrow in prose starts a paragraph reference: "¶ 12").
+_TRAILING_PILCROW = re.compile(r"[ \t]*¶[ \t]*$", re.M)
 
 
 def is_binary(data: bytes, content_type: str = "") -> bool:
@@ -60,11 +65,13 @@ def looks_like_html(data: bytes, content_type: str = "") -> bool:
 
 
 def html_to_text(html: str, main_content: bool = False) -> str:
-    """Visible text of an HTML page, block structure kept as lines (resiliparse)."""
+    """Visible text of an HTML page, block structure kept as lines, list items with their bullets or
+    numbers (resiliparse's defaults), permalink pilcrows dropped."""
     from resiliparse.extract.html2text import extract_plain_text
 
-    return extract_plain_text(html, preserve_formatting=True, main_content=main_content,
-                              list_bullets=False, alt_texts=False)
+    text = extract_plain_text(html, preserve_formatting=True, main_content=main_content,
+                              list_bullets=True, alt_texts=False, skip_elements=list(_PERMALINKS))
+    return _TRAILING_PILCROW.sub("", text)
 
 
 def clean_whitespace(text: str) -> str:

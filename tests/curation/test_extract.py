@@ -76,3 +76,13 @@ def test_plain_text_and_utf16():
         "line one\nline two\n\nline three", None)
     text, _ = extract_text("Grüße aus Köln".encode("utf-16"), "text/plain")
     assert text == "Grüße aus Köln"
+
+
+def test_list_bullets_kept_and_heading_links_dropped():
+    """resiliparse's own defaults give '  • Novel'; Sphinx's heading permalinks ('¶') are not text."""
+    page = ("<html><body><h1>Intro<a class='headerlink' href='#intro' title='Permalink'>¶</a></h1>"
+            "<h2>Other<a href='#o'>¶</a></h2><ul><li>Novel</li><li>Poem</li></ul><ol><li>First</li></ol>"
+            "<p>Section ¶ 12 of the code stays.</p></body></html>").encode()
+    text, _ = extract_text(page, "text/html", "utf-8")
+    assert text.split("\n") == ["Intro", "", "Other", "", "  • Novel", "  • Poem", "  1. First", "",
+                                "Section ¶ 12 of the code stays."]
