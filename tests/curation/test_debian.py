@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lm.curation.extract import extract_text
-from lm.curation.warc_fixtures import build_debian_warcs, debian_available, debian_pages
+from lm.curation.warc_fixtures import DEBIAN_ROOTS, build_debian_warcs, debian_available, debian_pages
 
 from .conftest import edit_words
 
@@ -45,6 +45,19 @@ def test_language_id_agrees_with_page_folders():
     assert rates["en"] >= 0.9
     assert sum(hits.values()) / sum(totals.values()) >= 0.85
     assert np.median(list(rates.values())) >= 0.9
+
+
+def test_long_pages_are_judged_on_their_whole_text():
+    """stdtypes.html and os.html score ~0.3 on their table-of-contents opening, ~0.8 on all their text."""
+    from lm.curation.language import identify_language
+
+    for name in ("stdtypes", "os"):
+        path = DEBIAN_ROOTS["python"] / "library" / f"{name}.html"
+        if not path.is_file():
+            pytest.skip(f"{path} not installed")
+        text, _ = extract_text(path.read_bytes(), "text/html", "utf-8")
+        lang, score = identify_language(text)
+        assert lang == "en" and score >= 0.6, (name, score)
 
 
 def test_planted_near_duplicates_in_python_docs():

@@ -48,3 +48,13 @@ def test_model_path_is_used(tmp_path):
         identify_language("text", model_path=tmp_path / "missing.bin")
     with pytest.raises(ValueError, match="backend"):
         identify_language("text", backend="nope")
+
+
+def test_whole_document_is_sampled_not_its_opening():
+    """A long page whose first 10,000 characters are another language (or a table of contents) is
+    judged by text spread over all of it."""
+    english = " ".join([SAMPLES["en"]] * 1000)  # ~100,000 characters
+    text = " ".join([GERMAN] * 30)[:10_500] + "\n" + english
+    lang, score = identify_language(text)
+    assert lang == "en" and score > 0.5, (lang, score)
+    assert identify_language(GERMAN)[0] == "de"  # short text: all of it
