@@ -3,10 +3,15 @@
     batch = {"input_ids", "labels", "response_mask"  [b, s],          # lm.align.data.tokenize_pairs
              "raw_rewards", "advantages"             [b],             # lm.align.policy_gradient.group_advantages
              "old_log_probs"                         [b, s],          # the sampling policy's log-probs
-             "ref_log_probs"                         [b, s]}          # only when config.kl_coef > 0
+             "ref_log_probs"                         [b, s],          # only when the KL coefficient > 0
+             "truncated"                             [b]}             # only for truncation="mask": cut rows
     state, metrics = grpo_train_step(state, batch, config, train_config)
+    state, metrics = grpo_train_step(state, batch, config, train_config, loss=LOSS_PRESETS["dapo"])
 
-The rollout loop that builds these batches is `lm.align.grpo_loop.train_grpo`.
+The loss options are `lm.align.policy_gradient.PGLossConfig`. Without `loss`, they are read from
+the GRPOConfig's own fields (loss_type, cliprange, length_norm, normalize_std, kl_coef), which is
+how every run behaved before the options existed. The rollout loop that builds these batches is
+`lm.align.grpo_loop.train_grpo`.
 """
 
 from __future__ import annotations
@@ -18,44 +23,67 @@ import jax.numpy as jnp
 
 from lm.align.config import GRPOConfig
 from lm.align.logprobs import masked_mean, response_logprobs
-from lm.align.policy_gradient import kl_penalty, policy_gradient_loss
+from lm.align.policy_gradient import PGLossConfig, kl_penalty, policy_gradient_loss, truncation_mask
 from lm.align.step import accumulate, loss_weights
 from lm.model import ModelConfig
 from lm.train.config import TrainConfig
 from lm.train.step import apply_gradients
 
 
-def grpo_loss(params, batch: dict, config: GRPOConfig, model: ModelConfig):
+def loss_options(config: GRPOConfig) -> PGLossConfig:
+    """The loss options a GRPOConfig's own fields describe (symmetric clipping, no truncation handling)."""
+    return PGLossConfig(loss_type=config.loss_type, length_norm=config.length_norm,
+                        normalize_std=config.normalize_std, cliprange_low=config.cliprange,
+                        cliprange_high=config.cliprange, kl_coef=config.kl_coef)
+
+
+def grpo_loss(params, batch: dict, config: GRPOConfig, model: ModelConfig, loss: PGLossConfig | None = None):
     """(sum of per-token loss * batch["weights"], metrics) for one (micro)batch."""
+    loss = loss_options(config) if loss is None else loss
     out = response_logprobs(params, model, batch["input_ids"], batch["labels"], with_entropy=True,
                             temperature=config.temperature)
     lp, mask = out["log_probs"], batch["response_mask"]
-    per_token, diag = policy_gradient_loss(lp, config.loss_type, batch.get("raw_rewards"), batch.get("advantages"),
-                                           batch.get("old_log_probs"), config.cliprange)
+    per_token, diag = policy_gradient_loss(lp, loss.loss_type, batch.get("raw_rewards"), batch.get("advantages"),
+                                           batch.get("old_log_probs"), cliprange_low=loss.cliprange_low,
+                                           cliprange_high=loss.cliprange_high, response_mask=mask)
     metrics = {"entropy": masked_mean(out["entropy"], mask)}
-    if config.kl_coef:
+    if loss.kl_coef:
         kl = kl_penalty(lp, batch["ref_log_probs"])
-        per_token = per_token + config.kl_coef * kl
+        per_token = per_token + loss.kl_coef * kl
         metrics["kl_penalty"] = masked_mean(kl, mask)
     if "clipped" in diag:
         metrics["clip_fraction"] = masked_mean(diag["clipped"].astype(jnp.float32), mask)
         metrics["ratio"] = masked_mean(diag["ratio"], mask)
-    loss = jnp.sum(jnp.where(mask, per_token * batch["weights"], 0.0))
-    return loss, metrics
+    return jnp.sum(jnp.where(mask, per_token * batch["weights"], 0.0)), metrics
 
 
-def grpo_train_step(state: dict, batch: dict, config: GRPOConfig, train_config: TrainConfig) -> tuple[dict, dict]:
-    """One optimizer step over the batch, in `config.grad_accum` microbatches."""
-    constant = float(config.max_new_tokens)
-    batch = dict(batch, weights=loss_weights(batch["response_mask"], config.length_norm, constant))
-    loss, metrics, grads = accumulate(lambda p, b: grpo_loss(p, b, config, train_config.model), state["params"],
-                                      batch, config.grad_accum)
-    return apply_gradients(state, grads, loss, metrics, train_config)
+def weighted_batch(batch: dict, config: GRPOConfig, loss: PGLossConfig | None = None) -> dict:
+    """The batch with "weights" [b, s] that normalise the loss over the WHOLE batch (so microbatches sum to
+    it), after truncated rows lose their response tokens when loss.truncation == "mask"."""
+    loss = loss_options(config) if loss is None else loss
+    if loss.truncation == "mask":
+        if "truncated" not in batch:
+            raise ValueError("truncation='mask' needs batch['truncated'] (bool [b]: the response hit the length "
+                             "limit, i.e. the rollout's ~stopped)")
+        batch = dict(batch, response_mask=truncation_mask(batch["response_mask"], batch["truncated"]))
+    constant = float(loss.norm_constant or config.max_new_tokens)
+    return dict(batch, weights=loss_weights(batch["response_mask"], loss.length_norm, constant))
+
+
+def grpo_train_step(state: dict, batch: dict, config: GRPOConfig, train_config: TrainConfig,
+                    loss: PGLossConfig | None = None) -> tuple[dict, dict]:
+    """One optimizer step over the batch, in `config.grad_accum` microbatches (`loss`: see the module doc)."""
+    loss = loss_options(config) if loss is None else loss
+    batch = weighted_batch(batch, config, loss)
+    total, metrics, grads = accumulate(lambda p, b: grpo_loss(p, b, config, train_config.model, loss),
+                                       state["params"], batch, config.grad_accum)
+    return apply_gradients(state, grads, total, metrics, train_config)
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_grpo_step(config: GRPOConfig, train_config: TrainConfig):
-    return jax.jit(functools.partial(grpo_train_step, config=config, train_config=train_config), donate_argnums=0)
+def compiled_grpo_step(config: GRPOConfig, train_config: TrainConfig, loss: PGLossConfig | None = None):
+    return jax.jit(functools.partial(grpo_train_step, config=config, train_config=train_config, loss=loss),
+                   donate_argnums=0)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "temperature"))
