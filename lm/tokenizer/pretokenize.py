@@ -16,11 +16,65 @@ import multiprocessing as mp
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
 import regex
 
-# GPT-2's pattern, as used by tiktoken's "gpt2" encoding.
+# GPT-2's pattern, as used by tiktoken's "gpt2" encoding (and written into exported tokenizers).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-GPT2_REGEX = regex.compile(GPT2_PATTERN)
+
+# What `\p{L}` and `\p{N}` mean depends on the regex engine's Unicode tables. tiktoken runs the
+# pattern with Rust's regex-syntax (Unicode 16.0 since regex 1.11); the `regex` module here knows a
+# newer Unicode (18.0 in regex 2026.11), whose added letters (CJK Extension J such as U+324C8, Small
+# Seal, Jurchen, Tangut...) and numbers are still unassigned to tiktoken: neither letter nor number,
+# so they join the ` ?[^\s\p{L}\p{N}]+` run there ("\U000324C8's" is "\U000324C8'" + "s", not
+# "\U000324C8" + "'s"). These are the code points where the two engines' `\p{L}` / `\p{N}` disagree,
+# found by running both over all of Unicode; tests/tokenizer/test_unicode_version.py re-checks every
+# code point, so a tables update on either side fails there rather than silently.
+_LETTERS_NEWER_THAN_TIKTOKEN = (
+    (0x0558, 0x0558), (0x058B, 0x058C), (0x088F, 0x088F), (0x0C5C, 0x0C5C), (0x0CDC, 0x0CDC),
+    (0x208F, 0x208F), (0x209D, 0x209F), (0xA7CE, 0xA7CF), (0xA7D2, 0xA7D2), (0xA7D4, 0xA7D4),
+    (0xA7DD, 0xA7DD), (0xA7E2, 0xA7E2), (0xA7F1, 0xA7F1), (0xAB6C, 0xAB6D), (0x107BB, 0x107BF),
+    (0x10940, 0x10959), (0x10EC5, 0x10EC7), (0x10ED9, 0x10EEE), (0x11B0A, 0x11B0A), (0x11DB0, 0x11DDB),
+    (0x11DF1, 0x11DF1), (0x16EA0, 0x16EB8), (0x16EBB, 0x16ED3), (0x16FF2, 0x16FF3), (0x187F8, 0x187FF),
+    (0x18CD6, 0x18CDA), (0x18D09, 0x18D20), (0x18D80, 0x18DF2), (0x18E00, 0x19191), (0x191A0, 0x191D2),
+    (0x1B123, 0x1B128), (0x1B168, 0x1B168), (0x1D6A6, 0x1D6A6), (0x1DF1F, 0x1DF24), (0x1DF2B, 0x1DF81),
+    (0x1DF90, 0x1DF96), (0x1DFCD, 0x1DFFF), (0x1E6C0, 0x1E6DE), (0x1E6E0, 0x1E6E2), (0x1E6E4, 0x1E6E5),
+    (0x1E6E7, 0x1E6ED), (0x1E6F0, 0x1E6F4), (0x1E6FE, 0x1E6FF), (0x2B73A, 0x2B73F), (0x2B81E, 0x2B81E),
+    (0x2CEA2, 0x2CEAD), (0x323B0, 0x33479), (0x3D000, 0x3FC3F),
+)
+_NUMBERS_NEWER_THAN_TIKTOKEN = (
+    (0x11DE0, 0x11DE9), (0x1246F, 0x1246F), (0x12475, 0x1247F), (0x12550, 0x12686), (0x16FF4, 0x16FF6),
+)
+
+
+def _ranges(pairs) -> str:
+    return "".join(rf"\U{a:08X}-\U{b:08X}" for a, b in pairs)
+
+
+# Set difference (`--`) needs the regex module's version-1 syntax; nothing else in the pattern
+# behaves differently under it (it has no empty matches and no case folding).
+LETTER = rf"[\p{{L}}--[{_ranges(_LETTERS_NEWER_THAN_TIKTOKEN)}]]"
+NUMBER = rf"[\p{{N}}--[{_ranges(_NUMBERS_NEWER_THAN_TIKTOKEN)}]]"
+TIKTOKEN_GPT2_PATTERN = (
+    rf"""(?V1)'(?:[sdmt]|ll|ve|re)| ?{LETTER}+| ?{NUMBER}+| ?[^\s{LETTER}{NUMBER}]+|\s+(?!\S)|\s+"""
+)
+_EXACT_REGEX = regex.compile(TIKTOKEN_GPT2_PATTERN)
+# The set difference makes `regex` about twice as slow, and the plain pattern splits any text
+# without those code points identically, so it serves whenever a text has none of them.
+_PLAIN_REGEX = regex.compile(GPT2_PATTERN)
+# [start, end + 1) bounds, sorted: an odd searchsorted index means "inside a range".
+_NEWER_BOUNDS = np.array(sorted(x for a, b in _LETTERS_NEWER_THAN_TIKTOKEN + _NUMBERS_NEWER_THAN_TIKTOKEN
+                                for x in (a, b + 1)), dtype=np.uint32)
+
+
+def pretoken_regex(text: str) -> regex.Pattern:
+    """The compiled GPT-2 pattern that splits `text` as tiktoken does (`.findall(text, pos, endpos)`)."""
+    if text.isascii():
+        return _PLAIN_REGEX
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    cps = cps[cps >= _NEWER_BOUNDS[0]]
+    newer = cps.size and (np.searchsorted(_NEWER_BOUNDS, cps, side="right") % 2).any()
+    return _EXACT_REGEX if newer else _PLAIN_REGEX
 
 # A pre-token match is final once the text extends this many characters past
 # its end: the longest lookahead in the pattern is the contraction "'ll"
@@ -47,7 +101,7 @@ def count_pretokens_in_text(text: str, special_tokens: Sequence[str] = ()) -> co
     """Counter of pre-token strings in `text`, never spanning a special token."""
     special_re = special_token_regex(special_tokens)
     counts: collections.Counter = collections.Counter()
-    findall = GPT2_REGEX.findall
+    findall = pretoken_regex(text).findall
     for piece in split_on_special(text, special_re):
         if piece:
             counts.update(findall(piece))

@@ -14,7 +14,7 @@ import os
 import regex
 from collections.abc import Iterable, Iterator, Sequence
 
-from lm.tokenizer.pretokenize import GPT2_REGEX, LOOKAHEAD_CHARS, special_token_regex
+from lm.tokenizer.pretokenize import LOOKAHEAD_CHARS, pretoken_regex, special_token_regex
 
 # Above this many characters, `encode_parallel` splits work across processes.
 _PARALLEL_MIN_CHARS = 1 << 20
@@ -116,7 +116,7 @@ class Tokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, treating special-token strings as ordinary text."""
         out: list[int] = []
-        self._encode_pretokens(GPT2_REGEX.findall(text), out)
+        self._encode_pretokens(pretoken_regex(text).findall(text), out)
         return out
 
     def encode(self, text: str) -> list[int]:
@@ -125,13 +125,14 @@ class Tokenizer:
             return self.encode_ordinary(text)
         out: list[int] = []
         pos = 0
+        findall = pretoken_regex(text).findall
         for m in self._special_re.finditer(text):
             if m.start() > pos:
-                self._encode_pretokens(GPT2_REGEX.findall(text, pos, m.start()), out)
+                self._encode_pretokens(findall(text, pos, m.start()), out)
             out.append(self.special_ids[m.group()])
             pos = m.end()
         if pos < len(text):
-            self._encode_pretokens(GPT2_REGEX.findall(text, pos), out)
+            self._encode_pretokens(findall(text, pos), out)
         return out
 
     def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
@@ -154,6 +155,7 @@ class Tokenizer:
         out: list[int] = []
         n = len(text)
         pos = 0
+        findall = pretoken_regex(text).findall
         if self._special_re is not None:
             # A special token match is final only if every longer special
             # starting at the same place would also fit in the buffer.
@@ -162,7 +164,7 @@ class Tokenizer:
                 if m.start() > settled:
                     break
                 if m.start() > pos:
-                    self._encode_pretokens(GPT2_REGEX.findall(text, pos, m.start()), out)
+                    self._encode_pretokens(findall(text, pos, m.start()), out)
                 out.append(self.special_ids[m.group()])
                 pos = m.end()
             # Any special token still to come starts after `settled`.
@@ -171,11 +173,11 @@ class Tokenizer:
             plain_end = n
         if final:
             if pos < n:
-                self._encode_pretokens(GPT2_REGEX.findall(text, pos), out)
+                self._encode_pretokens(findall(text, pos), out)
             return out, n
         # The pattern matches every character, so the pieces tile the text:
         # drop from the end the pieces that more text could still change.
-        pieces = GPT2_REGEX.findall(text, pos, plain_end)
+        pieces = findall(text, pos, plain_end)
         end, limit = plain_end, plain_end - LOOKAHEAD_CHARS
         while pieces and end > limit:
             end -= len(pieces.pop())
