@@ -13,7 +13,8 @@ def _email(rng):
 def _phone(rng):
     a, b, c = rng.randint(200, 999), rng.randint(200, 999), rng.randint(0, 9999)
     return rng.choice([f"{a}-{b}-{c:04d}", f"({a}) {b}-{c:04d}", f"({a})-{b}-{c:04d}", f"{a}.{b}.{c:04d}",
-                       f"{a} {b} {c:04d}", f"{a}{b}{c:04d}", f"+1 {a} {b} {c:04d}", f"+1-{a}-{b}-{c:04d}",
+                       # undelimited or space-delimited digits are a phone number only beside a phone word
+                       f"call {a} {b} {c:04d}", f"tel. {a}{b}{c:04d}", f"+1 {a} {b} {c:04d}", f"+1-{a}-{b}-{c:04d}",
                        f"+44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
                        f"+49 30 {rng.randint(100000, 999999)}"])
 
@@ -79,3 +80,35 @@ def test_single_kind_functions_and_idempotence():
     assert mask_phone_numbers("call 2831823829 or (283)-182-3829") == (f"call {PHONE_TOKEN} or {PHONE_TOKEN}", 2)
     text, _ = mask_pii("x@example.com 10.1.2.3 555-867-5309")
     assert mask_pii(text) == (text, {"email": 0, "ip": 0, "phone": 0})
+
+
+ORDINARY_NUMBERS = [
+    "The largest 32-bit value is 2147483647, and 4294967295 is 2**32 - 1.",
+    "os.stat gives st_atime=1297230295, st_mtime=1297230027; the disk holds 5368709120 bytes.",
+    ">>> ipaddress.ip_address(3221225985) and seed=3652260728 in the example.",
+    "/dev/sda6  1392513024 1875384974 482871951 230.3G Linux RAID",
+    "Upgrade to Python 3.11.2.1 or zlib 1.2.3.4; the mail client was Thunderbird 1.5.0.9 (GCC 2.7.2.2).",
+    "  • 4.8.3.2. Positional-Only Parameters\n8.6.4.1. OR Patterns",
+    "Sizes 512 256 1024 and 2048 4096 8192 are powers of two.",
+]
+REAL_ITEMS = [
+    ("Please call 2831823829 today.", "phone"), ("Phone: 283 182 3829.", "phone"),
+    ("Ross McFluff: 834.345.1254 155 Elm Street", "phone"), ("Office (283) 182-3829.", "phone"),
+    ("London +44 20 7946 0958.", "phone"), ("Reach us at 283-182-3829.", "phone"),
+    ("IP: 10.0.0.1 was blocked", "ip"), ("connect to 1.2.3.4 first", "ip"), ("use 8.8.8.8 as DNS", "ip"),
+    ("the host 192.168.0.1.", "ip"), ("Bind to 127.0.0.1, port 80.", "ip"),
+]
+
+
+def test_ordinary_numbers_and_versions_are_not_pii():
+    """Bare 10-digit integers (limits, timestamps, byte counts) and dotted versions or section numbers
+    were masked as phone numbers and IP addresses (issue 21.8)."""
+    for text in ORDINARY_NUMBERS:
+        masked, counts = mask_pii(text)
+        assert counts == {"email": 0, "ip": 0, "phone": 0}, (text, masked)
+
+
+def test_phone_and_ip_structures_are_still_found():
+    for text, kind in REAL_ITEMS:
+        _, counts = mask_pii(text)
+        assert counts[kind] == 1 and sum(counts.values()) == 1, (text, counts)
