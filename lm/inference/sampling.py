@@ -74,3 +74,39 @@ def is_stop(tokens: jax.Array, sampling: SamplingConfig) -> jax.Array:
     if not sampling.stop_ids:
         return jnp.zeros(tokens.shape, bool)
     return jnp.isin(tokens, jnp.asarray(sampling.stop_ids, jnp.int32))
+
+
+def sample_rows(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                top_p: jax.Array) -> jax.Array:
+    """Token ids int32 [batch] from logits [batch, vocab], each row with its own settings.
+
+    keys [batch] (typed or uint32 [batch, 2]); temperature float [batch] (0: greedy); top_k int [batch]
+    (0: off); top_p float [batch] (1: off). Row r draws exactly what `sample(logits[r], keys[r],
+    SamplingConfig(temperature[r], top_k[r], top_p[r]))` draws, whatever the other rows hold: the
+    continuous-batching engine serves requests with different settings in one decode step.
+    """
+    logits = logits.astype(jnp.float32)
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def draw(_):
+        x = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+        vocab = x.shape[-1]
+
+        def top_k_filter(x):
+            kth = jnp.take_along_axis(-jnp.sort(-x, axis=-1), jnp.clip(top_k - 1, 0, vocab - 1)[:, None], axis=-1)
+            return jnp.where((top_k[:, None] > 0) & (x < kth), -jnp.inf, x)
+
+        def top_p_filter(x):
+            desc = -jnp.sort(-x, axis=-1)
+            probs = jax.nn.softmax(desc, axis=-1)
+            before = jnp.cumsum(probs, axis=-1) - probs
+            cutoff = jnp.min(jnp.where(before < top_p[:, None], desc, jnp.inf), axis=-1, keepdims=True)
+            return jnp.where((top_p[:, None] < 1) & (x < cutoff), -jnp.inf, x)
+
+        # The sorts cost more than the rest of a small model's step, so they run only when a row asks.
+        x = jax.lax.cond(jnp.any((top_k > 0) & (top_k < vocab)), top_k_filter, lambda x: x, x)
+        x = jax.lax.cond(jnp.any(top_p < 1), top_p_filter, lambda x: x, x)
+        drawn = jax.vmap(lambda k, row: jax.random.categorical(k, row))(keys, x).astype(jnp.int32)
+        return jnp.where(temperature > 0, drawn, greedy)
+
+    return jax.lax.cond(jnp.any(temperature > 0), draw, lambda _: greedy, None)
