@@ -1,0 +1,117 @@
+"""GRPO rollout time: each prompt prefilled once for its G samples against prefilling every repeated prompt.
+
+    python benchmarks/rollout.py                 # both scenarios, writes the `rollout` section of RESULTS.md
+    python benchmarks/rollout.py --quick         # fewer repeats, nothing written
+
+Scenarios (random weights: the time does not depend on them, and both paths draw the same samples,
+which every repeat checks):
+  arithmetic   the align_arithmetic pipeline's GRPO step: its model (d_model 64, 2 layers, byte
+               vocabulary), 16 prompts x G = 16, up to 5 new tokens, temperature 0.7.
+  gsm8k-4shot  GSM8K questions after a 4-shot prefix of solved training problems (`lm.eval.gsm8k`'s
+               plain prompt, GPT-2 BPE, about 900 tokens), 4 prompts x G = 8, up to 32 new tokens, on a
+               4-layer d_model-128 model with a 1,024-token context. Reads GSM8K and the GPT-2 tokenizer
+               files from the shared folder (`LM_SHARED_DIR`); skipped with a message without them.
+Each repeat times both paths back to back, alternating which goes first; the table gives medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+
+from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
+from lm.align.rollout import rollout  # noqa: E402
+from lm.align.tasks import ARITHMETIC, task_problems  # noqa: E402
+from lm.eval.gsm8k import load_gsm8k, plain_prompt  # noqa: E402
+from lm.eval.paths import shared_dir  # noqa: E402
+from lm.inference import SamplingConfig  # noqa: E402
+from lm.model import ModelConfig, init  # noqa: E402
+from lm.tokenizer import Tokenizer, load_gpt2_tokenizer  # noqa: E402
+
+EOT = "<|endoftext|>"
+
+
+def arithmetic_scenario():
+    model = ModelConfig(vocab_size=257, context_length=32, d_model=64, n_layers=2, n_heads=4, d_ff=256)
+    tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], [EOT])
+    prompts = [ARITHMETIC.prompt_ids(tok, p) for p in task_problems(ARITHMETIC, "train", 16)]
+    sampling = SamplingConfig(temperature=0.7, max_new_tokens=5, stop_ids=(256,))
+    return model, prompts, 16, sampling
+
+
+def gsm8k_scenario():
+    corpora = shared_dir() / "data" / "corpora"
+    files = [corpora / "a5_eval_data" / "gsm8k" / "train.jsonl", corpora / "gpt2_vocab.json",
+             corpora / "gpt2_merges.txt"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        print(f"gsm8k-4shot skipped: missing {missing} (set LM_SHARED_DIR)")
+        return None
+    tok = load_gpt2_tokenizer(files[1], files[2], [EOT])
+    train = load_gsm8k(files[0])
+    prompts = [tok.encode(plain_prompt(p["question"], train[:4])) for p in train[4:8]]
+    model = ModelConfig(vocab_size=len(tok.vocab), context_length=1024, d_model=128, n_layers=4, n_heads=4, d_ff=512)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=32, stop_ids=(tok.special_ids[EOT],))
+    return model, prompts, 8, sampling
+
+
+def run(name, scenario, repeats: int) -> list:
+    model, prompts, group, sampling = scenario
+    params = jax.jit(init, static_argnums=0)(model, jax.random.PRNGKey(0))
+    times = {True: [], False: []}
+    for r in range(repeats + 1):  # repeat 0 compiles both paths and is not counted
+        s = SamplingConfig(**{**sampling.__dict__, "seed": r})
+        out = {}
+        for shared in ((True, False) if r % 2 else (False, True)):
+            t0 = time.perf_counter()
+            out[shared] = rollout(params, model, prompts, group, s, share_prefill=shared)
+            if r:
+                times[shared].append(time.perf_counter() - t0)
+        if out[True]["responses"] != out[False]["responses"]:
+            raise AssertionError(f"{name}: prefill-once samples differ from the repeated-prompt path (seed {r})")
+    before, after = statistics.median(times[False]), statistics.median(times[True])
+    prompt_tokens = sum(map(len, prompts)) / len(prompts)
+    new_tokens = sum(len(x) for x in out[True]["responses"]) / (len(prompts) * group)
+    print(f"{name}: repeated {before * 1e3:.0f} ms, prefill once {after * 1e3:.0f} ms, {before / after:.2f}x")
+    return [name, f"{len(prompts)} x {group}", f"{prompt_tokens:.0f}", f"{new_tokens:.1f}",
+            f"{before * 1e3:.0f}", f"{after * 1e3:.0f}", f"{before / after:.2f}x"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="2 repeats, RESULTS.md untouched")
+    args = ap.parse_args()
+    repeats = 2 if args.quick else args.repeats
+    rows = [run("arithmetic", arithmetic_scenario(), repeats)]
+    gsm = gsm8k_scenario()
+    if gsm is not None:
+        rows.append(run("gsm8k-4shot", gsm, repeats))
+    table = markdown_table(["scenario", "prompts x G", "prompt tokens", "new tokens / sample",
+                            "repeated prompts (ms)", "prefill once (ms)", "speed-up"], rows)
+    print(table)
+    if args.quick:
+        return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    body = (f"## GRPO rollouts: prefill once per prompt (`python benchmarks/rollout.py`)\n\n"
+            f"Commit {commit}; {machine_description()}; medians of {repeats} interleaved repeats after a "
+            "compiling one, random weights, the same samples on both paths (checked every repeat). "
+            "`lm.align.rollout.rollout` prefills the n distinct prompts once and copies each prompt's KV cache "
+            "into its G sample rows; before, it prefilled all n * G repeated prompts.\n\n" + table)
+    write_section("rollout", body)
+
+
+if __name__ == "__main__":
+    main()
