@@ -12,8 +12,10 @@ tokenizer, which adds `apply_chat_template` for `chat=True` tasks).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from lm.align import verifiers
+from lm.eval import verifiers
+from lm.eval.gsm8k import load_gsm8k
 
 REWARDS = ("arithmetic", "final_number", "gsm8k", "countdown")
 SOURCES = ("arithmetic", "gsm8k", "countdown")
@@ -96,9 +98,6 @@ def task_problems(task: Task, split: str, n: int, data_dir: str = "", seed: int 
         if not data_dir:
             raise ValueError(f"task {task.name!r} reads GSM8K: pass its directory (holding train.jsonl and "
                              "test.jsonl), e.g. ../shared/data/corpora/a5_eval_data/gsm8k")
-        from lm.eval.gsm8k import load_gsm8k
-        from pathlib import Path
-
         return load_gsm8k(Path(data_dir) / f"{split}.jsonl")[:n]
     if task.source == "countdown":
         return verifiers.countdown_problems(n, seed=HELD_OUT_SEED if split == "test" else seed)

@@ -9,7 +9,7 @@ solution ending in #### N>", separated by blank lines, then "Question:
 `chat=True` (instruction models) the same k problems become user/assistant
 turns of the tokenizer's chat template and the question is the last user
 turn. The final answer is pulled out of the completion and compared with the
-gold number by the alignment verifier (`lm.align.verifiers`), the same one
+gold number by the verifier (`lm.eval.verifiers`), the same one
 that rewards RL training, so an evaluation number and a training reward
 always agree on what counts as correct.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lm.eval.generation import generate_until
 from lm.eval.tokens import encode
+from lm.eval.verifiers import extract_answer, gsm8k_reward
 from lm.inference.sampling import SamplingConfig
 from lm.model import ModelConfig
 
@@ -72,9 +73,7 @@ def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 def score(completion: str, gold: str) -> tuple[str | None, bool]:
-    """(the number extracted from `completion` or None, whether it equals `gold`) by the alignment verifier."""
-    from lm.align.verifiers import extract_answer, gsm8k_reward
-
+    """(the number extracted from `completion` or None, whether it equals `gold`) by `lm.eval.verifiers`."""
     return extract_answer(completion), gsm8k_reward(completion, gold) == 1.0
 
 

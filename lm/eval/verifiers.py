@@ -5,8 +5,8 @@
     gsm8k_reward(completion, "18")                              # 1.0 or 0.0
     problems = arithmetic_problems(100, seed=0, digits=2)       # [{"question": "12+34=", "answer": "46"}]
 
-The evaluation code (`lm.eval.gsm8k`) scores with the same functions, so an
-evaluation number and an RL reward always agree on what counts as correct.
+The evaluation code (`lm.eval.gsm8k`) and the alignment rewards (`lm.align.tasks`) score with the
+same functions, so an evaluation number and an RL reward always agree on what counts as correct.
 Everything here is plain Python on strings: rewards are computed on decoded
 text outside jit.
 """

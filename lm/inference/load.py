@@ -19,15 +19,15 @@ import jax
 import orbax.checkpoint as ocp
 
 from lm.config import from_dict
+from lm.tokenizer import load_tokenizer
 from lm.train.checkpoint import checkpoint_manager
 from lm.train.config import TrainConfig
 from lm.train.convert import restore_any_layout, saved_layout, upgrade_config
+from lm.train.step import init_state
 
 
 def load_run(run_dir: str | os.PathLike, step: int | None = None, tokenizer: bool = True):
     """(params, ModelConfig, Tokenizer or None) of `run_dir` at `step` (default: the latest checkpoint)."""
-    from lm.train.step import init_state
-
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints"
     if not ckpt.is_dir():
@@ -49,8 +49,6 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, tokenizer: boo
     manager.close()
     tok = None
     if tokenizer:
-        from lm.tokenizer import load_tokenizer
-
         tok = load_tokenizer(run_dir)
     return state["params"], train_config.model, tok
 

@@ -1,6 +1,7 @@
 """Our byte-level BPE `lm.tokenizer.Tokenizer` as a Hugging Face `tokenizers` tokenizer.
 
     hf_tok = to_hf_tokenizer(tok)      # an HFTokenizer: same ids, saves a tokenizer.json transformers loads
+    save_tokenizer(tok_or_hf_tok, path)  # either kind, in Hugging Face's format
 
 Both are GPT-2 byte-level BPE: bytes map to printable characters with GPT-2's
 table, pre-tokens come from GPT-2's pattern (the ByteLevel pre-tokenizer's
@@ -9,6 +10,8 @@ generation, as they do in `lm.inference`.
 """
 
 from __future__ import annotations
+
+import os
 
 from lm.interop.tokenizer import HFTokenizer
 from lm.tokenizer import Tokenizer
@@ -35,3 +38,14 @@ def to_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
     eos = tokenizer.special_tokens[0] if tokenizer.special_tokens else None
     return HFTokenizer(core, None, {"eos_token": eos}, list(tokenizer.special_ids.values()),
                        {"tokenizer_class": "PreTrainedTokenizerFast"})
+
+
+def save_tokenizer(tokenizer, path: str | os.PathLike) -> dict:
+    """Save an HFTokenizer (or anything with `save(path) -> dict`) beside a model; returns token ids for
+    config.json."""
+    if isinstance(tokenizer, HFTokenizer):
+        return tokenizer.save(path)
+    if isinstance(tokenizer, Tokenizer):
+        return to_hf_tokenizer(tokenizer).save(path)
+    raise TypeError(f"cannot save a {type(tokenizer).__name__} as a Hugging Face tokenizer; give an HFTokenizer "
+                    "or an lm.tokenizer.Tokenizer")

@@ -26,8 +26,11 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from lm.interop.bpe import save_tokenizer
 from lm.interop.hf_config import UnsupportedCheckpointError, check_exportable, config_from_hf, config_to_hf
+from lm.interop.tokenizer import HFTokenizer
 from lm.model import ModelConfig
+from lm.model.transformer import _abstract
 
 INDEX = "model.safetensors.index.json"
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some older checkpoints stored; recomputed here
@@ -191,16 +194,12 @@ def load_hf(path: str | os.PathLike, dtype: str = "float32", tokenizer: bool = T
     params = jax.tree.map(jnp.asarray, params)
     tok = None
     if tokenizer and (path / "tokenizer.json").is_file():
-        from lm.interop.tokenizer import HFTokenizer
-
         tok = HFTokenizer.from_dir(path)
     return params, config, tok
 
 
 def _our_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Path in our params -> shape, from the model's abstract (never allocated) parameters."""
-    from lm.model.transformer import _abstract
-
     shapes = {}
     jax.tree.map_with_path(lambda p, a: shapes.__setitem__(tuple(k.key for k in p), tuple(a.shape)),
                            nnx.to_pure_dict(_abstract(config)[1]))
@@ -247,8 +246,6 @@ def save_hf(params: dict, config: ModelConfig, path: str | os.PathLike, tokenize
     path.mkdir(parents=True, exist_ok=True)
     extra = {}
     if tokenizer is not None:
-        from lm.interop.tokenizer import save_tokenizer
-
         extra = save_tokenizer(tokenizer, path)
     (path / "config.json").write_text(json.dumps(config_to_hf(config, **extra), indent=2) + "\n")
     if extra:

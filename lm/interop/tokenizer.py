@@ -22,6 +22,8 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from lm.tokenizer.io import gpt2_bytes_to_unicode
+
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -68,8 +70,6 @@ class HFTokenizer:
         self._added = {i: t.content for i, t in tokenizer.get_added_tokens_decoder().items()}
         self._byte_of = None
         if type(tokenizer.decoder).__name__ == "ByteLevel":
-            from lm.tokenizer.io import gpt2_bytes_to_unicode
-
             self._byte_of = {c: b for b, c in gpt2_bytes_to_unicode().items()}
 
     @classmethod
@@ -194,17 +194,3 @@ def _compile(source: str):
         _TEMPLATES[source] = env.from_string(source)
     return _TEMPLATES[source]
 
-
-def save_tokenizer(tokenizer, path: str | os.PathLike) -> dict:
-    """Save an HFTokenizer (or anything with `save(path) -> dict`) beside a model; returns token ids for
-    config.json."""
-    if isinstance(tokenizer, HFTokenizer):
-        return tokenizer.save(path)
-    from lm.tokenizer import Tokenizer
-
-    if isinstance(tokenizer, Tokenizer):
-        from lm.interop.bpe import to_hf_tokenizer
-
-        return to_hf_tokenizer(tokenizer).save(path)
-    raise TypeError(f"cannot save a {type(tokenizer).__name__} as a Hugging Face tokenizer; give an HFTokenizer "
-                    "or an lm.tokenizer.Tokenizer")

@@ -4,7 +4,6 @@
     out = flash_attention(q, k, v, causal=False, k_valid=mask, block_sizes=BlockSizes(128, 64))
     out = flash_attention(q, k, v, q_segments=doc, k_segments=doc)  # packed documents, causal
     out = flash_attention(q, k, v, logit_softcap=50.0)  # scores become 50 tanh(scores / 50)
-    ref = reference_attention(q, k, v)                  # the same thing in plain jnp
 
 q [batch, t, heads, head_dim]; k, v [batch, s, kv_heads, head_dim] (grouped-query attention
 when kv_heads < heads, query head i reading key head i // (heads // kv_heads)).
@@ -41,7 +40,7 @@ model (warpgroup `plgpu.kernel`s, explicit shared-memory pipelining with barrier
 pointer loads). The path forward, in order: keep this kernel as the portable baseline while
 the Triton backend ships (nothing here is specific to 0.10 or 0.11); port forward and backward
 to a Mosaic GPU kernel with the same tiling, base-2 online softmax and LSE residual, so that
-`reference_attention`, the custom_vjp wiring and tests/kernels carry over unchanged; or, to
+the custom_vjp wiring and tests/kernels carry over unchanged; or, to
 stay on Triton after the removal, write the kernel in Triton itself and call it through
 jax-triton, as lm/kernels/rms_norm_triton.py does for RMSNorm. On CPU the kernels run in Pallas
 interpret mode (slow, exact): that is how they are tested on machines without a GPU.
@@ -58,7 +57,7 @@ import jax.numpy as jnp
 
 from lm.kernels.flash_kernels import FAR, BlockSizes, Static, backward, forward
 
-__all__ = ["BlockSizes", "flash_attention", "reference_attention", "default_block_sizes", "default_interpret"]
+__all__ = ["BlockSizes", "flash_attention", "default_block_sizes", "default_interpret"]
 
 
 def default_interpret() -> bool:
@@ -193,20 +192,3 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale=None, *, cau
                 skip=not explicit, blocks=blocks, interpret=bool(interpret), has_seg=bool(seg), q_len=t,
                 softcap=float(logit_softcap))
     return _flash(qp, kp, vp, pos + seg, st)[:, :t, :, :d]
-
-
-def reference_attention(q, k, v, scale=None, *, causal: bool = True, window: int = 0, k_valid=None,
-                        q_positions=None, k_positions=None, q_segments=None, k_segments=None,
-                        logit_softcap: float = 0.0) -> jax.Array:
-    """`flash_attention` by the model's own XLA attention (`lm.model.attention`, impl "xla": float32
-    math, full score matrix), the one reference for every implementation; same arguments."""
-    from lm.model.attention import attention
-
-    _check(q, k, v, causal, window, k_valid, q_positions, k_positions, q_segments, k_segments, logit_softcap)
-    qf = q.astype(jnp.float32)
-    if scale is not None:  # attention() scales by 1/sqrt(d): fold the wanted scale into q (differentiably)
-        qf = qf * (scale * math.sqrt(q.shape[-1]))
-    out = attention(qf, k.astype(jnp.float32), v.astype(jnp.float32), q_positions=q_positions,
-                    k_positions=k_positions, q_segments=q_segments, k_segments=k_segments, k_valid=k_valid,
-                    window=window, causal=causal, impl="xla", softcap=logit_softcap)
-    return out.astype(q.dtype)

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from lm.model.attention import MASK_VALUE  # the model's one mask constant: finite, so exp2(MASK_VALUE - m) is 0
+from lm.kernels.masking import MASK_VALUE  # the model's mask constant too: finite, so exp2(MASK_VALUE - m) is 0
 
 LOG2E = 1.4426950408889634
 FAR = 2**30  # the position of a key nobody may see (padding, k_valid False)

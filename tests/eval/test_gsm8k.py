@@ -26,7 +26,7 @@ def gsm_dir(tmp_path_factory):
 
 
 def verifier():
-    return pytest.importorskip("lm.align.verifiers", reason="the alignment verifier (lm/align/verifiers.py) is absent")
+    return pytest.importorskip("lm.eval.verifiers", reason="the verifier (lm/eval/verifiers.py) is absent")
 
 
 @pytest.mark.parametrize("completion, gold, expected, correct", [

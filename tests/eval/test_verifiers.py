@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from lm.align.verifiers import (arithmetic_problems, arithmetic_reward, countdown_problems, countdown_reward,
-                                extract_answer, format_reward, gsm8k_reward, normalize_number, numbers_equal)
+from lm.eval.verifiers import (arithmetic_problems, arithmetic_reward, countdown_problems, countdown_reward,
+                               extract_answer, format_reward, gsm8k_reward, normalize_number, numbers_equal)
 
 
 @pytest.mark.parametrize("text, want", [

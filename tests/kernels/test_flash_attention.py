@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 import jax
@@ -10,12 +11,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm.kernels.flash_attention import BlockSizes, flash_attention, reference_attention
+from lm.kernels.flash_attention import BlockSizes, _check, flash_attention
 from lm.kernels.flash_kernels import LOG2E, Static, _k_blocks, _q_blocks, _ranges_meet, _seg_range, forward
+from lm.model.attention import attention
 from tests.kernels import reference
 from tests.kernels.helpers import rel_err, run
 
 TOL = {"float32": 1e-4, "bfloat16": 3e-2}
+
+
+def reference_attention(q, k, v, scale=None, *, causal: bool = True, window: int = 0, k_valid=None,
+                        q_positions=None, k_positions=None, q_segments=None, k_segments=None,
+                        logit_softcap: float = 0.0) -> jax.Array:
+    """`flash_attention` computed by the model's own XLA attention (`lm.model.attention`, impl "xla":
+    float32 math, full score matrix), the one reference for every implementation; same arguments.
+    It lives with the tests because the kernels sit below `lm.model` and import nothing from it."""
+    _check(q, k, v, causal, window, k_valid, q_positions, k_positions, q_segments, k_segments, logit_softcap)
+    qf = q.astype(jnp.float32)
+    if scale is not None:  # attention() scales by 1/sqrt(d): fold the wanted scale into q (differentiably)
+        qf = qf * (scale * math.sqrt(q.shape[-1]))
+    out = attention(qf, k.astype(jnp.float32), v.astype(jnp.float32), q_positions=q_positions,
+                    k_positions=k_positions, q_segments=q_segments, k_segments=k_segments, k_valid=k_valid,
+                    window=window, causal=causal, impl="xla", softcap=logit_softcap)
+    return out.astype(q.dtype)
 
 
 def _inputs(seed, b, t, s, h, kvh, d, dtype):
