@@ -26,6 +26,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from lm.cli_env import prepare_process
+
 # Flags a resumed run must not inherit: where it is written, and one process's place in a
 # multi-process launch.
 _NOT_INHERITED = {"out", "name", "resume", "coordinator_address", "num_processes", "process_id"}
@@ -122,5 +124,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

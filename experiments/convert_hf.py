@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 
+from lm.cli_env import prepare_process
 from lm.config import add_dataclass_args, dataclass_from_args
 
 
@@ -88,5 +88,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

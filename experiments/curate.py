@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lm.cli_env import prepare_process
 from lm.config import add_dataclass_args, dataclass_from_args
 from lm.curation.config import CurationConfig
 
@@ -47,4 +48,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from lm.cli_env import prepare_process
+
 EOT = "<|endoftext|>"
 
 
@@ -152,4 +154,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

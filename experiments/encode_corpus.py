@@ -12,6 +12,7 @@ import dataclasses
 import sys
 import time
 
+from lm.cli_env import prepare_process
 from lm.config import add_dataclass_args, dataclass_from_args
 from lm.tokenizer import encode_file, load_tokenizer
 
@@ -53,4 +54,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
+
+from lm.cli_env import prepare_process
 
 TASKS = ("perplexity", "mmlu", "gsm8k")
 
@@ -211,5 +212,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

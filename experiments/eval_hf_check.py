@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from lm.cli_env import prepare_process
+
 
 @dataclasses.dataclass(frozen=True)
 class HFCheckConfig:
@@ -130,5 +132,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import codecs
 import dataclasses
-import os
 import sys
 import time
 from typing import TextIO
 
+from lm.cli_env import prepare_process
 from lm.config import add_dataclass_args, dataclass_from_args
 from lm.inference.sampling import SamplingConfig
 
@@ -110,5 +110,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

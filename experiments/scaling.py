@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lm.cli_env import prepare_process
 from lm.config import add_dataclass_args, dataclass_from_args, format_config, to_dict
 from lm.scaling import (
     IsoFlopFit, ParametricConfig, ParametricFit, ParametricLaw, PowerLaw, Prediction, Runs, fit_isoflop,
@@ -563,5 +564,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

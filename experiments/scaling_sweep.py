@@ -8,6 +8,7 @@ module (`from experiments.scaling_sweep import sweep, SweepConfig`).
 import sys
 
 from experiments.scaling import SweepConfig, main as _scaling_main, sweep
+from lm.cli_env import prepare_process
 
 __all__ = ["SweepConfig", "main", "sweep"]
 
@@ -17,4 +18,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

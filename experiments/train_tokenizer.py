@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import resource
 import sys
 import time
 from pathlib import Path
 
+from lm.cli_env import prepare_process
 from lm.config import add_dataclass_args, dataclass_from_args, format_config
 from lm.tokenizer import Tokenizer, save_tokenizer, train_bpe
 
@@ -93,4 +93,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

@@ -1,5 +1,3 @@
-"""lm: a functional JAX/Flax language-model stack. See README.md."""
+"""lm: a functional JAX/Flax language-model stack. See README.md.
 
-from lm.xla_flags import apply_default_flags
-
-apply_default_flags()
+Importing it has no side effects; entry points call `lm.cli_env.prepare_process()` for XLA flags."""

@@ -9,8 +9,9 @@ MLP's forward and backward pass (profile in benchmarks/RESULTS.md).
 XLA aborts the process on a flag it does not know, so flags are only added
 for jaxlib versions where they were checked, and never over a value the user
 set. Set LM_XLA_DEFAULTS=0 to leave XLA_FLAGS alone. Flags take effect only
-if set before JAX initialises its backend (the first computation), which is
-why `import lm` applies them.
+if set before JAX initialises its backend (the first computation), so the
+entry points apply them first thing (`lm.cli_env.prepare_process`); importing
+`lm` never does.
 """
 
 from __future__ import annotations

@@ -3,7 +3,12 @@ from pathlib import Path
 
 import pytest
 
+from lm.xla_flags import apply_default_flags
+
 REPO = Path(__file__).resolve().parents[1]
+# The suite owns its processes, as the experiments' mains do: it runs under the flags they set (before any test
+# starts JAX's backend), so its numbers match `python -m experiments.X`. Importing lm alone sets nothing.
+apply_default_flags()
 
 
 def shared_dir() -> Path:

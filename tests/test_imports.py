@@ -145,7 +145,9 @@ for name in sys.argv[2:]:
         if e.name.split(".")[0] not in optional:
             raise
         missing.append(name)
-print(json.dumps({"XLA_FLAGS": os.environ.get("XLA_FLAGS"), "missing_optional": missing}))
+from jax._src import xla_bridge
+print(json.dumps({"XLA_FLAGS": os.environ.get("XLA_FLAGS"), "missing_optional": missing,
+                  "backend_started": xla_bridge.backends_are_initialized()}))
 """
 
 
@@ -162,3 +164,11 @@ def test_every_module_imports_in_a_fresh_interpreter(fresh_import):
     assert fresh_import.returncode == 0, fresh_import.stderr[-3000:]
     missing = json.loads(fresh_import.stdout.splitlines()[-1])["missing_optional"]
     assert set(missing) <= {"lm.kernels.rms_norm_triton"}, missing  # only the Triton kernel may need the GPU extra
+
+
+def test_importing_lm_sets_no_xla_flags_and_starts_no_backend(fresh_import):
+    """Flags are the entry points' business (`lm.cli_env`), and they can still apply them after these imports
+    because no module computes anything (which would start the backend) when imported."""
+    out = json.loads(fresh_import.stdout.splitlines()[-1])
+    assert out["XLA_FLAGS"] is None
+    assert out["backend_started"] is False
