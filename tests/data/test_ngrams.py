@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from lm.data.ngrams import NgramIndex, ngram_hashes, normalize_words, text_ngram_hashes, word_ids
+from lm.data.ngrams import NgramIndex, ngram_hashes, normalize_words, text_ngram_hashes, texts_ngram_hashes, word_ids
 
 M64 = (1 << 64) - 1
 
@@ -79,3 +79,12 @@ def test_index_build_in_chunks_equals_the_unique_union(tmp_path):
     assert NgramIndex.build([top]).contains(top).all()
     with pytest.raises(ValueError, match="sorted and unique"):
         NgramIndex(np.array([3, 1], dtype=np.uint64))
+
+
+def test_batched_text_hashes_equal_one_by_one():
+    texts = ["One two three four five.", "", "six", "Seven eight, nine ten eleven twelve thirteen!"] * 3
+    got = texts_ngram_hashes(texts, 3)
+    assert len(got) == len(texts)
+    for g, t in zip(got, texts):
+        np.testing.assert_array_equal(g, text_ngram_hashes(t, 3))
+    assert texts_ngram_hashes([], 3) == []
