@@ -14,7 +14,7 @@ n^2 / 2.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -89,12 +89,23 @@ def duplicate_clusters(signatures: np.ndarray, shingle_set: Callable[[int], np.n
     the document it duplicates. `shingle_set(i)` returns document i's sorted unique shingle
     hashes. stats: candidate comparisons, verified pairs.
     """
-    n = len(signatures)
+    return cluster_groups(buckets(signatures, bands, rows), len(signatures), shingle_set, threshold=threshold,
+                          cache_size=cache_size, max_reps=max_reps)
+
+
+def cluster_groups(groups: Iterable[np.ndarray], n: int, shingle_set: Callable[[int], np.ndarray], *,
+                   threshold: float, cache_size: int = 4096, max_reps: int = 64) -> tuple[np.ndarray, dict]:
+    """Verify and join candidate groups (ascending document indices, in `buckets` order) into clusters.
+
+    The result depends only on the sequence of groups, so any source that yields the same groups
+    in the same order (in memory, or streamed from sorted shard files by `lm.curation.disk_lsh`)
+    gives the same clusters.
+    """
     uf = UnionFind(n)
     sets = functools.lru_cache(maxsize=cache_size)(shingle_set)
     verified: set[tuple[int, int]] = set()
     compared = 0
-    for group in buckets(signatures, bands, rows):
+    for group in groups:
         reps: list[int] = []
         for d in group.tolist():
             for r in reps:
