@@ -82,7 +82,7 @@ def serve(config: ServeConfig) -> None:
 
 
 def main(argv=None) -> int:
-    return cli(ServeConfig, serve, argv)
+    return cli(ServeConfig, serve, argv, base=lambda _: None)  # no defaults instance: --run/--hf-dir is required
 
 
 if __name__ == "__main__":
