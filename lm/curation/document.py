@@ -23,14 +23,19 @@ class Document:
 
 
 def write_jsonl(docs: Iterable[Document], path: str | os.PathLike) -> list[int]:
-    """Write one JSON object per line; returns each line's byte offset (for random access later)."""
+    """Write one JSON object per line; returns each line's byte offset (for random access later).
+
+    The file is written beside `path` and renamed into place, so a killed run never leaves a
+    truncated shard under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     offsets = []
-    with open(path, "wb") as f:
+    with open(tmp, "wb") as f:
         for d in docs:
             offsets.append(f.tell())
             f.write(json.dumps(dataclasses.asdict(d), ensure_ascii=False).encode("utf-8") + b"\n")
+    os.replace(tmp, path)
     return offsets
 
 

@@ -1,14 +1,18 @@
 """The three per-shard passes of the pipeline (each a top-level function, so processes and Ray
 can run it), and the per-document stage functions they chain.
 
-Pass A: read, extract, identify language; MinHash signatures of what survives.
-   (the driver clusters near-duplicates from all signatures)
+Pass A: read, extract, identify language; MinHash signatures of what survives, written as sorted
+        band keys (`lm.curation.disk_lsh`). The canary shard's pass A plants synthetic documents.
+   (the driver clusters near-duplicates by streaming the band files)
 Pass B: drop near-duplicates; count line hashes (exact line dedup, pass 1).
    (the driver merges the counts)
-Pass C: exact line dedup (pass 2), Gopher rules, harmful filters, quality filter, PII masking;
-        write the clean shard.
+Pass C: exact line dedup (pass 2), decontamination, Gopher quality and repetition rules, C4 and
+        FineWeb line filters, harmful filters, quality filter, PII masking; write the clean shard.
 Near-duplicates go first so that a page and its near-copy do not strip each other's shared
 lines in the exact line dedup (which drops every copy of a repeated line).
+
+Each pass writes its outputs and then a marker holding its statistics (`lm.curation.resume`);
+a task whose marker exists is not run again.
 """
 
 from __future__ import annotations
@@ -21,14 +25,19 @@ import numpy as np
 from lm.curation import stats as S
 from lm.curation.config import CurationConfig
 from lm.curation.document import Document, read_jsonl, write_jsonl
+from lm.curation.resume import write_marker
 
 
-def work_path(out: str, name: str, shard: int) -> Path:
-    return Path(out) / "work" / f"{name}-{shard:05d}.jsonl"
+def work_path(out: str, name: str, shard: int, suffix: str = ".jsonl") -> Path:
+    return Path(out) / "work" / f"{name}-{shard:05d}{suffix}"
 
 
 def clean_path(out: str, shard: int) -> Path:
     return Path(out) / "clean" / f"shard-{shard:05d}.jsonl"
+
+
+def marker_path(out: str, name: str, shard: int) -> Path:
+    return work_path(out, name, shard, ".done")
 
 
 def _timed(stats: dict, name: str, t0: float) -> float:
@@ -37,10 +46,25 @@ def _timed(stats: dict, name: str, t0: float) -> float:
     return t
 
 
-def pass_extract(config: CurationConfig, warc: str, shard: int) -> tuple[dict, np.ndarray]:
+def _finish_a(config: CurationConfig, shard: int, kept: list[Document], stats: dict, t: float) -> dict:
+    """Write pass A's outputs for one shard: documents, their byte offsets, sorted band keys, marker."""
+    from lm.curation.disk_lsh import write_band_keys
+    from lm.curation.minhash import minhash_signatures
+
+    offsets = write_jsonl(kept, work_path(config.out, "a", shard))
+    np.save(work_path(config.out, "a", shard, ".offsets.npy"), np.asarray(offsets, dtype=np.int64))
+    if config.fuzzy_dedup:
+        m = config.minhash
+        sig = minhash_signatures([d.text for d in kept], m.num_perm, m.ngram, m.seed)
+        write_band_keys(sig, m.bands, m.rows, str(work_path(config.out, "a", shard, "")))
+        _timed(stats, "fuzzy_dedup", t)
+    write_marker(marker_path(config.out, "a", shard), {"stats": stats, "docs": len(kept)})
+    return stats
+
+
+def pass_extract(config: CurationConfig, warc: str, shard: int) -> dict:
     from lm.curation.extract import extract_text
     from lm.curation.language import identify_language
-    from lm.curation.minhash import minhash_signatures
     from lm.curation.reading import read_warc
 
     stats, kept, errors = {}, [], []
@@ -66,32 +90,41 @@ def pass_extract(config: CurationConfig, warc: str, shard: int) -> tuple[dict, n
         if ok:
             kept.append(doc)
     S.count(stats, "read", "malformed_skips", len(errors))
-    write_jsonl(kept, work_path(config.out, "a", shard))
-    m = config.minhash
-    sig = (minhash_signatures([d.text for d in kept], m.num_perm, m.ngram, m.seed) if config.fuzzy_dedup
-           else np.zeros((len(kept), 0), np.uint32))
-    _timed(stats, "fuzzy_dedup", t)
-    return stats, sig
+    return _finish_a(config, shard, kept, stats, t)
 
 
-def pass_dedup(config: CurationConfig, shard: int, duplicate_of: dict[int, str]
-               ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+def pass_canaries(config: CurationConfig, shard: int, benchmark_items: dict[str, list[str]]) -> dict:
+    """Pass A of the canary shard: synthetic near-duplicates and benchmark items (no reading or filters)."""
+    from lm.curation.canaries import make_canaries
+
+    docs = make_canaries(config.canaries, config.canary_seed, config.minhash.ngram, benchmark_items)
+    return _finish_a(config, shard, docs, {}, time.perf_counter())
+
+
+def pass_dedup(config: CurationConfig, shard: int, duplicate_of: dict[int, str], canary: bool = False) -> dict:
     """Drop the documents at positions in `duplicate_of` (-> id of the kept copy); count line hashes."""
     from lm.curation.exact_dedup import line_hash_counts
 
     stats, kept = {}, []
     t = time.perf_counter()
     for i, doc in enumerate(read_jsonl(work_path(config.out, "a", shard))):
-        dup = duplicate_of.get(i)
-        if config.fuzzy_dedup:
+        dup = duplicate_of.get(int(i))
+        if config.fuzzy_dedup and not canary:
             S.record(stats, "fuzzy_dedup", dup is None, "near_duplicate", doc, config.max_samples, duplicate_of=dup)
         if dup is None:
             kept.append(doc)
     write_jsonl(kept, work_path(config.out, "b", shard))
     t = _timed(stats, "fuzzy_dedup", t)
-    counts = line_hash_counts(d.text for d in kept) if config.line_dedup else (np.zeros(0, np.uint64),) * 2
+    if config.line_dedup and not canary:  # canaries must not change which real lines repeat
+        hashes, counts = line_hash_counts(d.text for d in kept)
+    else:
+        hashes, counts = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    with open(work_path(config.out, "b", shard, ".counts.npz.tmp"), "wb") as f:
+        np.savez(f, hashes=hashes, counts=counts)
+    work_path(config.out, "b", shard, ".counts.npz.tmp").replace(work_path(config.out, "b", shard, ".counts.npz"))
     _timed(stats, "line_dedup", t)
-    return stats, counts
+    write_marker(marker_path(config.out, "b", shard), {"stats": stats})
+    return stats
 
 
 def _harmful_classifiers(config: CurationConfig) -> list:
@@ -105,31 +138,84 @@ def _harmful_classifiers(config: CurationConfig) -> list:
     return out
 
 
+def _keep_only(verdicts):
+    """[(keep, reason)] -> [(None, reason, {})] for removals, [(unchanged, None, {})] for keeps."""
+    return [((... if ok else None), why, {}) for ok, why in verdicts]
+
+
 def _filters(config: CurationConfig) -> list:
-    """[(stage name, texts -> [(keep, reason)])], each run over a whole shard at once."""
+    """[(stage name, texts -> [(new text | Ellipsis (unchanged) | None (removed), reason, counters)])]."""
+    from lm.curation.c4 import c4_filter
+    from lm.curation.fineweb import fineweb_filter
     from lm.curation.gopher import gopher_filter
     from lm.curation.harmful import harmful_filter_batch
     from lm.curation.quality import quality_filter
+    from lm.curation.repetition import repetition_filter
 
     steps = []
     if config.gopher:
-        steps.append(("gopher", lambda texts: [gopher_filter(t) for t in texts]))
+        steps.append(("gopher", lambda texts: _keep_only(gopher_filter(t) for t in texts)))
+    if config.gopher_repetition:
+        steps.append(("gopher_repetition", lambda texts: _keep_only(repetition_filter(t) for t in texts)))
+    if config.c4:
+        def c4(texts):
+            out = []
+            for t in texts:
+                text, why, removed = c4_filter(t)
+                out.append((None if why else text, why, {f"lines_{k}": v for k, v in removed.items()}))
+            return out
+        steps.append(("c4", c4))
+    if config.fineweb:
+        steps.append(("fineweb", lambda texts: _keep_only(fineweb_filter(t) for t in texts)))
     classifiers = _harmful_classifiers(config)
     if classifiers:
-        steps.append(("harmful", lambda texts: harmful_filter_batch(texts, classifiers, config.harmful_threshold)))
+        steps.append(("harmful", lambda texts: _keep_only(
+            harmful_filter_batch(texts, classifiers, config.harmful_threshold))))
     if config.quality_model:
-        steps.append(("quality", lambda texts: [quality_filter(t, config.quality_model, config.min_quality)
-                                                for t in texts]))
+        steps.append(("quality", lambda texts: _keep_only(
+            quality_filter(t, config.quality_model, config.min_quality) for t in texts)))
     return steps
 
 
-def pass_filter(config: CurationConfig, shard: int, counts_file: str) -> dict:
+def _decontaminate(config: CurationConfig, docs: list[Document], stats: dict, index_dir: str,
+                   canary: bool) -> list[Document]:
+    """Count (and remove, or flag in meta) documents sharing an n-gram with a benchmark."""
+    from lm.curation.decontaminate import contamination, load_indexes
+
+    indexes = load_indexes(index_dir)
+    kept = []
+    for doc in docs:
+        hits = contamination(doc.text, indexes, config.decontam_ngram)
+        if canary:
+            if doc.meta.get("canary") == "benchmark":
+                name = doc.meta["benchmark"]
+                S.count(stats, "canaries", f"benchmark_planted:{name}")
+                S.count(stats, "canaries", f"benchmark_found:{name}", int(name in hits))
+            continue
+        for name, n in hits.items():
+            S.count(stats, "decontaminate", f"docs:{name}")
+            S.count(stats, "decontaminate", f"ngrams:{name}", n)
+        remove = bool(hits) and config.decontam_action == "remove"
+        S.record(stats, "decontaminate", not remove, "benchmark_overlap", doc, config.max_samples,
+                 benchmarks=sorted(hits))
+        if not remove:
+            kept.append(doc.with_meta(contamination=hits) if hits else doc)
+    return kept
+
+
+def pass_filter(config: CurationConfig, shard: int, counts_file: str, index_dir: str = "",
+                canary: bool = False) -> dict:
     from lm.curation.exact_dedup import dedup_lines
     from lm.curation.pii import mask_pii
 
     stats = {}
     t = time.perf_counter()
     docs = list(read_jsonl(work_path(config.out, "b", shard)))  # one shard, not the corpus
+    if canary:  # only the decontamination check; canaries never reach the output
+        if index_dir:
+            _decontaminate(config, docs, stats, index_dir, canary=True)
+        write_marker(marker_path(config.out, "c", shard), {"stats": stats})
+        return stats
     if config.line_dedup:
         with np.load(counts_file) as z:
             counts = (z["hashes"], z["counts"])
@@ -142,11 +228,19 @@ def pass_filter(config: CurationConfig, shard: int, counts_file: str) -> dict:
                 kept.append(Document(doc.id, text, doc.url, doc.meta))
         docs = kept
         t = _timed(stats, "line_dedup", t)
+    if index_dir:
+        docs = _decontaminate(config, docs, stats, index_dir, canary=False)
+        t = _timed(stats, "decontaminate", t)
     for name, fn in _filters(config):
         verdicts = fn([d.text for d in docs])
-        for doc, (ok, why) in zip(docs, verdicts):
-            S.record(stats, name, ok, why, doc, config.max_samples)
-        docs = [d for d, (ok, _) in zip(docs, verdicts) if ok]
+        kept = []
+        for doc, (text, why, counters) in zip(docs, verdicts):
+            S.record(stats, name, text is not None, why, doc, config.max_samples)
+            for k, v in counters.items():
+                S.count(stats, name, k, v)
+            if text is not None:
+                kept.append(doc if text is ... else Document(doc.id, text, doc.url, doc.meta))
+        docs = kept
         t = _timed(stats, name, t)
     if config.mask_pii:
         masked = []
@@ -159,4 +253,5 @@ def pass_filter(config: CurationConfig, shard: int, counts_file: str) -> dict:
         docs = masked
         t = _timed(stats, "pii", t)
     write_jsonl(docs, clean_path(config.out, shard))
+    write_marker(marker_path(config.out, "c", shard), {"stats": stats})
     return stats
