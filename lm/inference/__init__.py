@@ -15,6 +15,7 @@ refcounts, prefix sharing by block hash), `request` and `engine` (continuous bat
 """
 
 from lm.inference.cache import KVCache, extend, init_cache, rewind
+from lm.inference.draft_tuner import DraftTuner
 from lm.inference.engine import Engine, EngineConfig
 from lm.inference.generate import generate, generate_ids, stream_ids
 from lm.inference.load import load_run
@@ -22,5 +23,5 @@ from lm.inference.request import Request
 from lm.inference.sampling import SamplingConfig
 from lm.inference.speculative import SpecResult, speculative_generate, speculative_stream
 
-__all__ = ["Engine", "EngineConfig", "KVCache", "Request", "SamplingConfig", "SpecResult", "extend", "generate", "generate_ids", "init_cache", "load_run",
+__all__ = ["DraftTuner", "Engine", "EngineConfig", "KVCache", "Request", "SamplingConfig", "SpecResult", "extend", "generate", "generate_ids", "init_cache", "load_run",
            "rewind", "speculative_generate", "speculative_stream", "stream_ids"]

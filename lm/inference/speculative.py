@@ -16,12 +16,20 @@ output.
 Both caches keep the same slot layout: the draft reads the pending token and
 d_1..d_k (k + 1 steps, so it also has d_k when everything is accepted), the
 target reads the same k + 1 tokens, and both rewind to the accepted prefix.
+
+`k="auto"` decodes in segments, each either plain (the target alone, one token
+per step) or speculative with a draft length chosen by a `DraftTuner` from the
+round cost and acceptance it measures as it goes (lm/inference/draft_tuner.py),
+so a draft that does not pay is turned off; the draft reads the tokens it
+missed in one pass when speculation resumes. Every token is still the target's
+(greedy: its argmax; sampled: its distribution).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -30,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.inference.cache import KVCache, extend, init_cache, rewind
+from lm.inference.draft_tuner import DraftTuner
 from lm.inference.generate import PROMPT_BUCKET, check_prompts, left_pad
 from lm.inference.sampling import SamplingConfig, is_stop, probabilities, sample
 from lm.model import ModelConfig
@@ -47,6 +56,7 @@ class SpecState(NamedTuple):
     key: jax.Array
     rounds: jax.Array  # int32: draft-and-verify rounds run
     accepted: jax.Array  # int32: draft tokens accepted, over all rounds
+    rejected: jax.Array  # int32: rounds that ended at a rejected proposal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +65,7 @@ class SpecResult:
     rounds: int
     accepted: int  # draft tokens accepted
     proposed: int  # draft tokens proposed (k per round)
+    draft_lengths: tuple[int, ...] = ()  # draft_len="auto": the length chosen for each segment (0: plain)
 
     @property
     def acceptance_rate(self) -> float:
@@ -114,7 +125,8 @@ def _round(tparams, dparams, s: SpecState, *, tcfg: ModelConfig, dcfg: ModelConf
     length = s.target.length + n + 1
     return s._replace(target=rewind(tcache, length), draft=rewind(dcache, length), token=x, pos=s.pos + n + 1,
                       out=jax.lax.dynamic_update_slice(s.out, new, (s.count,)), count=s.count + n + 1,
-                      stopped=stopped, key=key, rounds=s.rounds + 1, accepted=s.accepted + n)
+                      stopped=stopped, key=key, rounds=s.rounds + 1, accepted=s.accepted + n,
+                      rejected=s.rejected + (n < k))
 
 
 @functools.partial(jax.jit, static_argnames=("tcfg", "dcfg", "k", "n_max"))
@@ -145,12 +157,12 @@ def _length(s: SpecState, sampling: SamplingConfig) -> jax.Array:
     return jnp.where(jnp.any(stops), jnp.argmax(stops), end).astype(jnp.int32)
 
 
-def _check(tcfg: ModelConfig, dcfg: ModelConfig, k: int) -> None:
+def _check(tcfg: ModelConfig, dcfg: ModelConfig, k: int | str) -> None:
     if tcfg.vocab_size != dcfg.vocab_size:
         raise ValueError(f"draft vocab_size={dcfg.vocab_size} differs from the target's {tcfg.vocab_size}; "
                          "the two models must share a tokenizer")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"draft length k must be a positive integer, got {k!r}")
+    if k != "auto" and (not isinstance(k, int) or k < 1):
+        raise ValueError(f"draft length k must be a positive integer or 'auto', got {k!r}")
 
 
 def start(tparams, tcfg: ModelConfig, dparams, dcfg: ModelConfig, prompt: Sequence[int], sampling: SamplingConfig,
@@ -167,7 +179,7 @@ def start(tparams, tcfg: ModelConfig, dparams, dcfg: ModelConfig, prompt: Sequen
     key = jax.random.PRNGKey(sampling.seed) if key is None else key
     zero = jnp.zeros([], jnp.int32)
     return SpecState(tcache, dcache, jnp.int32(prompt[-1]), plen - 1, jnp.zeros(n_max + k + 1, jnp.int32), zero,
-                     jnp.int32(limit), jnp.zeros([], bool), key, zero, zero)
+                     jnp.int32(limit), jnp.zeros([], bool), key, zero, zero, zero)
 
 
 def decode(tparams, tcfg, dparams, dcfg, state: SpecState, sampling: SamplingConfig, k: int = 4,
@@ -187,15 +199,24 @@ def speculate(tparams, tcfg, dparams, dcfg, prompt: Sequence[int], sampling: Sam
 
 
 def speculative_generate(tparams, tcfg: ModelConfig, dparams, dcfg: ModelConfig, prompt: Sequence[int],
-                         sampling: SamplingConfig, k: int = 4) -> SpecResult:
-    """Generate after `prompt` (token ids) with target `tparams` and draft `dparams`, proposing k at a time."""
+                         sampling: SamplingConfig, k: int | str = 4, tuner: DraftTuner | None = None) -> SpecResult:
+    """Generate after `prompt` (token ids) with target `tparams` and draft `dparams`, proposing k at a time;
+    k="auto" lets a `DraftTuner` (`tuner`, or a fresh one) pick k as it goes, or decode plainly."""
+    if k == "auto":
+        stats: dict = {}
+        tokens = sum(_auto(tparams, tcfg, dparams, dcfg, prompt, sampling, tuner or DraftTuner(), stats), [])
+        return SpecResult(tokens, stats["rounds"], stats["accepted"], stats["proposed"], tuple(stats["history"]))
     out, length, rounds, accepted = jax.device_get(speculate(tparams, tcfg, dparams, dcfg, prompt, sampling, k))
     return SpecResult(out[: int(length)].tolist(), int(rounds), int(accepted), int(rounds) * k)
 
 
-def speculative_stream(tparams, tcfg, dparams, dcfg, prompt: Sequence[int], sampling: SamplingConfig, k: int = 4,
-                       chunk: int = 8) -> Iterator[list[int]]:
-    """Yield new token ids about every `chunk` tokens (whole rounds at a time)."""
+def speculative_stream(tparams, tcfg, dparams, dcfg, prompt: Sequence[int], sampling: SamplingConfig,
+                       k: int | str = 4, chunk: int = 8, tuner: DraftTuner | None = None) -> Iterator[list[int]]:
+    """Yield new token ids about every `chunk` tokens (whole rounds at a time); with k="auto", one list per
+    segment the tuner decides on."""
+    if k == "auto":
+        yield from _auto(tparams, tcfg, dparams, dcfg, prompt, sampling, tuner or DraftTuner(), {})
+        return
     s = start(tparams, tcfg, dparams, dcfg, prompt, sampling, k)
     seen = 0
     while True:
@@ -205,3 +226,89 @@ def speculative_stream(tparams, tcfg, dparams, dcfg, prompt: Sequence[int], samp
         seen = int(length)
         if stopped or count >= limit:
             return
+
+
+# ----------------------------------------------------------------- draft_len="auto"
+@functools.partial(jax.jit, static_argnames=("tcfg", "sampling"))
+def _plain(tparams, s: SpecState, steps, *, tcfg: ModelConfig, sampling: SamplingConfig) -> SpecState:
+    """Up to `steps` plain decode steps of the target alone (the draft cache falls behind; `_catch_up`)."""
+    stop_at = jnp.minimum(s.limit, s.count + steps)
+
+    def body(s: SpecState) -> SpecState:
+        pos, ok = _in_context(s.pos, tcfg)
+        logits, cache = extend(tparams, tcfg, s.target, s.token.reshape(1, 1), pos.reshape(1, 1), ok.reshape(1, 1),
+                               last_only=True)
+        key, sub = jax.random.split(s.key)
+        tok = sample(logits[0], sub, sampling)
+        return s._replace(target=cache, token=tok, pos=s.pos + 1, out=s.out.at[s.count].set(tok), count=s.count + 1,
+                          stopped=s.stopped | is_stop(tok, sampling), key=key)
+
+    return jax.lax.while_loop(lambda s: (s.count < stop_at) & ~s.stopped, body, s)
+
+
+@functools.partial(jax.jit, static_argnames=("tcfg", "dcfg", "sampling", "k"))
+def _rounds(tparams, dparams, state: SpecState, n, *, tcfg, dcfg, sampling, k) -> SpecState:
+    """Up to `n` draft-and-verify rounds."""
+    last = state.rounds + n
+    body = functools.partial(_round, tparams, dparams, tcfg=tcfg, dcfg=dcfg, sampling=sampling, k=k)
+    return jax.lax.while_loop(lambda s: (s.rounds < last) & (s.count < s.limit) & ~s.stopped, body, state)
+
+
+@functools.partial(jax.jit, static_argnames=("dcfg",))
+def _catch_up(dparams, dcache: KVCache, tokens, positions, valid, n, *, dcfg: ModelConfig) -> KVCache:
+    """Read the `n` tokens the draft missed while the target decoded alone (right-padded to [1, width])."""
+    _, cache = extend(dparams, dcfg, dcache, tokens, positions, valid)
+    return rewind(cache, dcache.length + n)
+
+
+def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner: DraftTuner, stats: dict):
+    """Decode in segments, each plain or speculative with the tuner's draft length; yields new tokens per
+    segment and leaves rounds / accepted / proposed / history in `stats`. A mode's first segment is one step
+    (or round) and untimed, so compiling never counts as its cost."""
+    _check(tcfg, dcfg, "auto")
+    s = start(tparams, tcfg, dparams, dcfg, prompt, sampling, max(tuner.ks))
+    width = int(s.target.length)  # slots before the prompt's last token; slot width + j holds token j below
+    static = dataclasses.replace(sampling, seed=0)
+    warm, seen, proposed = set(), 0, 0
+    prev = jax.device_get((s.count, s.rounds, s.accepted, s.rejected))
+    while True:
+        k = tuner.choose()
+        if k and int(s.draft.length) < int(s.target.length):
+            s = s._replace(draft=_draft_caught_up(dparams, dcfg, s, prompt, width))
+        t0 = time.perf_counter()
+        if k == 0:
+            s = _plain(tparams, s, jnp.int32(tuner.plain_segment if 0 in warm else 1), tcfg=tcfg, sampling=static)
+        else:
+            n = tuner.rounds_for(k) if k in warm else 1
+            s = _rounds(tparams, dparams, s, jnp.int32(n), tcfg=tcfg, dcfg=dcfg, sampling=static, k=k)
+        now = jax.device_get((s.count, s.rounds, s.accepted, s.rejected))
+        seconds = time.perf_counter() - t0
+        count, rounds, accepted, rejected = (int(a) - int(b) for a, b in zip(now, prev))
+        prev = now
+        proposed += k * rounds
+        if k in warm:
+            if k == 0:
+                tuner.observe_plain(seconds, count)
+            else:
+                tuner.observe_rounds(k, seconds, rounds, accepted, rejected)
+        warm.add(k)
+        out, length = jax.device_get((s.out, _length(s, sampling)))
+        if int(length) > seen:
+            yield out[seen:int(length)].tolist()
+            seen = int(length)
+        if bool(s.stopped) or int(s.count) >= int(s.limit):
+            stats.update(rounds=int(s.rounds), accepted=int(s.accepted), proposed=proposed, history=tuner.history)
+            return
+
+
+def _draft_caught_up(dparams, dcfg, s: SpecState, prompt, width: int) -> KVCache:
+    """The draft cache with the target's slots it lacks: slot width holds the prompt's last token, slot
+    width + j (j >= 1) the j-th generated token, at position len(prompt) - 1 + j."""
+    have, want = int(s.draft.length) - width, int(s.target.length) - width
+    read = np.concatenate([[prompt[-1]], np.asarray(jax.device_get(s.out))])[have:want]
+    size = -(-len(read) // 16) * 16  # padded to a multiple of 16 tokens: few shapes to compile
+    tokens, positions, valid = np.zeros((1, size), np.int32), np.zeros((1, size), np.int32), np.zeros((1, size), bool)
+    tokens[0, : len(read)], valid[0, : len(read)] = read, True
+    positions[0] = np.minimum(len(prompt) - 1 + have + np.arange(size), dcfg.context_length - 1)
+    valid[0] &= positions[0] < dcfg.context_length
+    return _catch_up(dparams, s.draft, tokens, positions, valid, jnp.int32(len(read)), dcfg=dcfg)

@@ -89,3 +89,48 @@ def test_bad_draft():
         spec.speculative_generate(tparams, tc, dparams, dc, [1], SamplingConfig(), 0)
     with pytest.raises(ValueError, match="empty"):
         spec.speculative_generate(tparams, tc, dparams, dc, [], SamplingConfig(), 2)
+
+
+def test_auto_draft_length_mixes_plain_and_speculative_segments_and_stays_exact():
+    """draft_len="auto" with short segments: the first decisions (a plain warm-up step, a timed plain
+    segment, the first probe's warm-up round, then its timed rounds) do not depend on timing, so both
+    modes and the draft's catch-up over the tokens it missed always run; the output, whole or streamed,
+    is still exactly the target's greedy output, up to the context limit."""
+    tparams, tc = model("gqa-window")
+    dparams, dc = draft_model()
+    ref, n = generate_ids(tparams, tc, PROMPTS, GREEDY)
+
+    def tuner():
+        return spec.DraftTuner(ks=(4,), plain_segment=3, probe_rounds=2, reprobe_after=4)
+
+    for i in (1, 2):
+        got = spec.speculative_generate(tparams, tc, dparams, dc, PROMPTS[i], GREEDY, "auto", tuner=tuner())
+        assert got.tokens == ref[i, : n[i]].tolist(), PROMPTS[i]
+        assert got.draft_lengths[:4] == (0, 0, 4, 4) and got.rounds >= 3 and got.proposed == 4 * got.rounds
+    chunks = list(spec.speculative_stream(tparams, tc, dparams, dc, PROMPTS[1], GREEDY, "auto", tuner=tuner()))
+    assert sum(chunks, []) == ref[1, : n[1]].tolist() and len(chunks) >= 4
+
+
+def test_draft_tuner_turns_a_losing_draft_off_and_keeps_a_winning_one():
+    """The tuner's decisions from given measurements (no clocks): plain tokens cost 1 s each."""
+    lose = spec.DraftTuner(ks=(1, 2, 4), reprobe_after=64)
+    assert lose.choose() == 0
+    lose.observe_plain(32.0, 32)
+    assert lose.choose() == 1  # the first probe: the cheapest length
+    lose.observe_rounds(1, 8.0, 4, accepted=1, rejected=3)  # 2 s per round for ~1.3 tokens: slower than plain
+    # a = 2/6, so no length can emit more than 1 / (1 - a) = 1.5 tokens per >= 2 s round: off, and for a while
+    assert [lose.choose() for _ in range(3)] == [0, 0, 0]
+    lose.observe_plain(64.0, 64)
+    assert lose.choose() == 0 and lose.backoff == 128  # even the optimistic bound loses: wait twice as long
+
+    win = spec.DraftTuner(ks=(1, 2, 4), reprobe_after=64)
+    win.observe_plain(32.0, 32)
+    assert win.choose() == 1
+    win.observe_rounds(1, 5.0, 4, accepted=4, rejected=0)  # 1.25 s per round, everything accepted
+    assert win.choose() == 2  # 1 is faster than plain, and 2 might be faster still: probe it
+    win.observe_rounds(2, 6.0, 4, accepted=8, rejected=0)
+    assert win.choose() == 4
+    win.observe_rounds(4, 40.0, 4, accepted=12, rejected=4)  # 10 s rounds: too slow
+    assert win.choose() == 2 and win.speed(2)[0] > win.speed(4)[0] and win.speed(2)[0] > 1.0
+    with pytest.raises(ValueError, match="ks"):
+        spec.DraftTuner(ks=(0,))
