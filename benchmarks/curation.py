@@ -102,7 +102,7 @@ def minhash_vs_datasketch(texts: list[str], repeats: int = 3) -> dict:
 
 def language_accuracy(per_lang: int) -> dict:
     from lm.curation.language import identify_language
-    from lm.curation.warc_fixtures import labelled_debian_texts
+    from benchmarks.warc_fixtures import labelled_debian_texts
 
     pages = labelled_debian_texts(per_lang)
     out = {}
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     from lm.curation.extract import extract_text
     from lm.curation.pipeline import run_curation
     from lm.curation.reading import read_warc
-    from lm.curation.warc_fixtures import build_debian_warcs
+    from benchmarks.warc_fixtures import build_debian_warcs
 
     d = Path(a.warc_dir)
     if not glob.glob(str(d / "*.warc*")):

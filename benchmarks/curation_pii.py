@@ -33,7 +33,7 @@ def load_baseline(commit: str) -> types.ModuleType:
 
 def english_pages() -> list[tuple[str, str]]:
     from lm.curation.extract import extract_text
-    from lm.curation.warc_fixtures import debian_pages
+    from benchmarks.warc_fixtures import debian_pages
 
     out = []
     for url, path, lang in debian_pages():
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="print every masked line, not only the differences")
     a = p.parse_args(argv)
     from lm.curation import pii as new
-    from lm.curation.warc_fixtures import debian_available
+    from benchmarks.warc_fixtures import debian_available
 
     if not debian_available():
         print("Debian documentation packages not installed: bash benchmarks/curation_setup.sh", file=sys.stderr)

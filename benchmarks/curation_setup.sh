@@ -31,4 +31,4 @@ if [ "${1:-}" = "--packages-only" ]; then
 fi
 OUT="${1:-runs/debian-warc}"
 install_packages
-python -m lm.curation.warc_fixtures --out "$OUT" --pages-per-shard 250
+python -m benchmarks.warc_fixtures --out "$OUT" --pages-per-shard 250

@@ -69,7 +69,7 @@ def _prepare(config: CompareConfig, out: Path) -> dict:
     from lm.curation.extract import extract_text
     from lm.curation.pipeline import run_curation
     from lm.curation.reading import read_warc
-    from lm.curation.warc_fixtures import build_debian_warcs, write_warc
+    from benchmarks.warc_fixtures import build_debian_warcs, write_warc
     from lm.data.embedded import write_embedded_corpus
     from lm.tokenizer import Tokenizer, load_tokenizer, save_tokenizer, train_bpe
 

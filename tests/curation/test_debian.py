@@ -9,8 +9,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from benchmarks.warc_fixtures import DEBIAN_ROOTS, build_debian_warcs, debian_available, debian_pages
 from lm.curation.extract import extract_text
-from lm.curation.warc_fixtures import DEBIAN_ROOTS, build_debian_warcs, debian_available, debian_pages
 
 from .conftest import edit_words
 
@@ -31,7 +31,7 @@ def test_language_id_agrees_with_page_folders():
     """Folder labels are noisy: untranslated handbook/reference pages are English text in another
     language's folder. On pages that differ from their English original, lid.176 must agree."""
     from lm.curation.language import identify_language
-    from lm.curation.warc_fixtures import labelled_debian_texts
+    from benchmarks.warc_fixtures import labelled_debian_texts
 
     pages = labelled_debian_texts(per_lang=12)
     hits, totals = defaultdict(int), defaultdict(int)

@@ -6,10 +6,10 @@ import random
 import numpy as np
 import pytest
 
+from benchmarks.warc_fixtures import write_warc, write_wet
 from lm.curation.config import CurationConfig
 from lm.curation.document import read_jsonl
 from lm.curation.pipeline import run_curation
-from lm.curation.warc_fixtures import write_warc, write_wet
 
 from .conftest import FRENCH, GERMAN, edit_words, html_page
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
+from benchmarks.warc_fixtures import write_warc, write_wet
 from lm.curation.reading import read_warc
-from lm.curation.warc_fixtures import write_warc, write_wet
 
 PAGES = [(f"https://example.org/{i}", f"<html><body><p>page {i} é</p></body></html>".encode(), ctype)
          for i, ctype in enumerate(["text/html; charset=utf-8", "text/html", "text/plain; charset=\"ISO-8859-1\""])]

@@ -6,7 +6,10 @@ debian-reference-* with apt; `build_debian_warcs` packs their pages into WARC fi
 extracted text. A sprinkling of pages is re-encoded in a legacy charset declared only in the
 HTTP header (the page's own meta tag still says UTF-8), as crawls often are.
 
-    python -m lm.curation.warc_fixtures --out runs/debian-warc --pages-per-shard 250
+    python -m benchmarks.warc_fixtures --out runs/debian-warc --pages-per-shard 250
+
+It builds inputs for the curation tests, benchmarks and experiments.curation_compare, so it lives
+beside the benchmarks rather than in the library.
 """
 
 from __future__ import annotations
