@@ -155,7 +155,7 @@ def stage_env(sizes: Sizes, clock: Clock) -> tuple[dict, str]:
     dev = jax.devices()[0]
     r = {"backend": jax.default_backend(), "device_kind": dev.device_kind, "device_count": jax.device_count(),
          "python": platform.python_version(), "jax": jax.__version__,
-         **{d: version(d) for d in ("jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "jax-triton", "triton")}}
+         **{d: version(d) for d in ("jaxlib", "flax", "optax", "orbax-checkpoint", "jax-triton", "triton")}}
     try:
         from jax._src.lib import cuda_versions  # present in CUDA builds of jaxlib only
 

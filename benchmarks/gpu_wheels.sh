@@ -4,22 +4,17 @@
 #
 # The GPU image (Python 3.12, jax 0.11.2 + CUDA 13 plugin, triton 3.6.0, flax, optax, orbax-checkpoint, numpy,
 # regex, tqdm, matplotlib, absl-py, etils, cloudpickle, protobuf, psutil, ...) already has every runtime dependency
-# of `lm` except these, which are pinned below for cp312 / manylinux x86_64:
-#   grain         the training input pipeline (lm/data/windows.py:make_train_iterator)
-#   array-record  grain's dependency (array-record>=0.8.1 on linux)
-#   portpicker    grain's dependency (needs only psutil, which the image has)
+# of `lm` except this one, which is pinned below for cp312 / manylinux x86_64:
 #   jax-triton    the `gpu` extra, for kernels/rms_norm_triton.py; 0.3.1 declares jax>=0.8.2 and triton>=3.6
 #                 (no upper bounds), so it is the release that declares itself compatible with jax 0.11.2 and
 #                 triton 3.6.0; 0.3.0 asks only for jax>=0.6, triton>=3.3 and predates both.
-# grain and array-record also ask for etils[epath,epy] (fsspec, typing_extensions, zipp): etils, fsspec and
-# typing_extensions are in the image, and etils never imports zipp (orbax-checkpoint, in the image, asks for the
-# same extras), so no wheel is carried for them.
 #
 # Usage, here (network to PyPI): bash benchmarks/gpu_wheels.sh   (from any directory; PYTHON=... picks the pip)
 # Then, on the device (as one `run` command, from the repo root):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site && timeout 540 python3 -m benchmarks.gpu_check --out $OUT
 #
-# Only one version of each package is kept: old wheels of these packages are removed before downloading. The
+# Only one version of each package is kept: old wheels of these packages (and of grain, array-record and
+# portpicker, which lm no longer uses) are removed before downloading. The
 # whole .whl/ folder travels with the working tree (64 MiB in all), so the script fails if .whl/ exceeds 64 MiB.
 set -euo pipefail
 
@@ -28,9 +23,6 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 PYTHON=${PYTHON:-python3}
 LIMIT_BYTES=$((64 * 1024 * 1024))
 WHEELS=(
-    grain==0.2.18
-    array-record==0.8.6
-    portpicker==1.6.0
     jax-triton==0.3.1
 )
 
@@ -38,7 +30,8 @@ WHEELS=(
 norm() { printf '%s' "$1" | tr 'A-Z' 'a-z' | sed -E 's/[-_.]+/_/g'; }
 
 mkdir -p .whl
-for spec in "${WHEELS[@]}"; do
+RETIRED=(grain array-record portpicker)  # carried before; a stale wheel would still be installed on the device
+for spec in "${WHEELS[@]}" "${RETIRED[@]}"; do
     name=$(norm "${spec%%==*}")
     for f in .whl/*.whl; do
         [[ -f $f ]] || continue

@@ -1,16 +1,17 @@
 """Random windows of `context_length + 1` tokens from memory-mapped token arrays.
 
 Batch `step` is a pure function of (seed, step): its window starts come from a
-counter-based generator seeded with both. The grain iterator over steps is
+counter-based generator seeded with both. The iterator over steps is
 therefore checkpointed by one integer, and a resumed run reads exactly the
-batches the uninterrupted run would have.
+batches the uninterrupted run would have. (No input-pipeline library: a batch
+is one fancy-indexing read of a memory-mapped array, and the state is `step`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,27 +77,36 @@ def make_train_iterator(
     start_step: int = 0,
     num_steps: int | None = None,
     shard: tuple[int, int] = (0, 1),
-) -> Iterator[np.ndarray]:
-    """A grain iterator of training batches starting at `start_step`.
+) -> TrainBatches:
+    """An iterator of training batches (int32 [batch_size / shards, context_length + 1]) from `start_step`.
 
     `shard=(index, count)` keeps rows index::count of every batch, so each
     process of a multi-host run reads only its part of the same global batch.
     The iterator's `get_state()` is `{"next_index": k}`: batch k comes next.
     """
-    import grain
-
     _check_length(tokens, context_length, "the training split")
     index, count = shard
     if batch_size % count:
         raise ValueError(f"batch_size {batch_size} does not divide over {count} data shards")
     stop = start_step + (num_steps if num_steps is not None else 1 << 40)
-    ds = grain.MapDataset.range(0, stop).map(
-        lambda step: batch_at(tokens, int(step), batch_size, context_length, seed)[index::count]
-    )
-    it = ds.to_iter_dataset().__iter__()
-    if start_step:
-        it.set_state({"next_index": start_step})
-    return it
+    return TrainBatches(lambda step: batch_at(tokens, step, batch_size, context_length, seed)[index::count],
+                        start_step, stop)
+
+
+class TrainBatches(Iterator[np.ndarray]):
+    """batch(start), batch(start + 1), ... up to `stop` (exclusive); `get_state()` names the next step."""
+
+    def __init__(self, batch: Callable[[int], np.ndarray], start: int, stop: int):
+        self._batch, self._next, self._stop = batch, start, stop
+
+    def __next__(self) -> np.ndarray:
+        if self._next >= self._stop:
+            raise StopIteration
+        self._next += 1
+        return self._batch(self._next - 1)
+
+    def get_state(self) -> dict:
+        return {"next_index": self._next}
 
 
 def eval_batches(tokens: np.ndarray, batch_size: int, context_length: int, max_batches: int | None = None):

@@ -21,8 +21,8 @@ import itertools
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
-from lm.scaling._threads import single_threaded_blas
 from lm.scaling.data import Runs
 from lm.scaling.prediction import Prediction
 from lm.scaling.stats import Interval, huber, huber_grad, percentile_interval
@@ -73,10 +73,6 @@ class ParametricLaw:
 
     def optimal_loss(self, compute):
         return self.loss(*self.optimal(compute))
-
-    def as_log_params(self) -> np.ndarray:
-        """theta = (a, b, e, alpha, beta), shape (5,), the optimiser's coordinates."""
-        return np.array([np.log(self.A), np.log(self.B), np.log(self.E), self.alpha, self.beta])
 
     @classmethod
     def from_log_params(cls, theta) -> "ParametricLaw":
@@ -197,7 +193,7 @@ def _fit_from(runs: Runs, starts: np.ndarray, config: ParametricConfig) -> list[
     distinct optima are then refined with tight ones."""
     args = (np.log(runs.n_params), np.log(runs.n_tokens), np.log(runs.loss), config.delta)
     results = []
-    with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas():
+    with np.errstate(over="ignore", invalid="ignore"):
         for theta0 in starts:
             theta, fun = _minimise(theta0, args, config.max_iter, polish=False)
             if _valid(theta, fun):
@@ -220,6 +216,10 @@ def _distinct(results, k: int) -> np.ndarray:
     return np.array(kept)
 
 
+# L-BFGS-B calls BLAS on 5-variable problems every iteration; with a thread pool each call pays a thread
+# hand-off, which on a busy 2-core machine made one fit ~10x slower. One limit around the whole fit (entering
+# one costs ~3 ms, and a bootstrap runs hundreds of fits).
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def fit_parametric(runs: Runs, config: ParametricConfig = ParametricConfig()) -> ParametricFit:
     """Fit L(N, D) to `runs` (uses n_params, n_tokens and loss; not compute).
 
