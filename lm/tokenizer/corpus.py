@@ -7,15 +7,20 @@ ids to disk as they arrive, so memory stays bounded by the chunk size.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import tempfile
 from pathlib import Path
 
+from lm.tokenizer.pool import worker_pool
 from lm.tokenizer.pretokenize import find_chunk_boundaries, read_text_range
 from lm.tokenizer.tokenizer import Tokenizer
 
-_WORKER: Tokenizer | None = None
+_WORKER: Tokenizer | None = None  # the tokenizer `_encode_range` uses in this (worker) process
+
+
+def _set_worker_tokenizer(tokenizer: Tokenizer | None) -> None:
+    global _WORKER
+    _WORKER = tokenizer
 
 
 def token_dtype(vocab_size: int):
@@ -64,16 +69,14 @@ def encode_file(
     output_path.parent.mkdir(parents=True, exist_ok=True)
     total = 0
     bar = tqdm(total=size, desc=f"encoding {input_path.name}", unit="B", unit_scale=True, disable=not progress)
+    pool = None
     with tempfile.NamedTemporaryFile(dir=output_path.parent, suffix=".ids", delete=False) as raw:
         try:
-            global _WORKER
-            _WORKER = tokenizer
             if num_workers <= 1:
+                _set_worker_tokenizer(tokenizer)
                 results = map(_encode_range, jobs)
-                pool = None
             else:
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-                pool = ctx.Pool(num_workers)
+                pool = worker_pool(num_workers, _set_worker_tokenizer, (tokenizer,))
                 results = pool.imap(_encode_range, jobs)
             for ids, nbytes in results:
                 raw.write(ids.tobytes())
@@ -83,7 +86,9 @@ def encode_file(
                 pool.close()
                 pool.join()
         finally:
-            _WORKER = None
+            _set_worker_tokenizer(None)
+            if pool is not None:
+                pool.terminate()  # after an error; a no-op once joined
             bar.close()
     try:
         src = np.memmap(raw.name, dtype=dtype, mode="r", shape=(total,)) if total else np.zeros(0, dtype)

@@ -12,12 +12,13 @@ the whole text and the piece.
 from __future__ import annotations
 
 import collections
-import multiprocessing as mp
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import regex
+
+from lm.tokenizer.pool import worker_pool
 
 # GPT-2's pattern, as used by tiktoken's "gpt2" encoding (and written into exported tokenizers).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -228,9 +229,7 @@ def count_pretokens(
             total.update(counts)
             bar.update(1)
     else:
-        # fork shares the parent's compiled regex and avoids re-importing modules.
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(num_workers) as pool:
+        with worker_pool(num_workers) as pool:
             for counts in pool.imap_unordered(_count_range, jobs):
                 total.update(counts)
                 bar.update(1)

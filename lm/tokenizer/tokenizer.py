@@ -8,12 +8,12 @@ repeats its words constantly.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 
 import regex
 from collections.abc import Iterable, Iterator, Sequence
 
+from lm.tokenizer.pool import worker_pool
 from lm.tokenizer.pretokenize import LOOKAHEAD_CHARS, pretoken_regex, special_token_regex
 
 # Above this many characters, `encode_parallel` splits work across processes.
@@ -70,6 +70,10 @@ class Tokenizer:
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self._cache: dict[str, list[int]] = {}
         self._cache_size = cache_size
+
+    def __getstate__(self) -> dict:
+        """Pickled (to worker processes) without the encode cache, which can hold a million entries."""
+        return {**self.__dict__, "_cache": {}}
 
     @property
     def vocab_size(self) -> int:
@@ -191,17 +195,12 @@ class Tokenizer:
         if num_workers <= 1 or len(text) < _PARALLEL_MIN_CHARS:
             return self.encode(text)
         parts = split_text_for_workers(text, num_workers * 4, self.special_tokens)
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        global _WORKER_TOKENIZER
-        _WORKER_TOKENIZER = self  # inherited by forked workers, not pickled per task
-        try:
-            with ctx.Pool(num_workers) as pool:
-                out: list[int] = []
-                for ids in pool.imap(_encode_in_worker, parts):
-                    out.extend(ids)
-            return out
-        finally:
-            _WORKER_TOKENIZER = None
+        # The tokenizer goes to each worker once (initializer), not pickled per task.
+        with worker_pool(num_workers, _set_worker_tokenizer, (self,)) as pool:
+            out: list[int] = []
+            for ids in pool.imap(_encode_in_worker, parts):
+                out.extend(ids)
+        return out
 
     # ----------------------------------------------------------------- decode
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -220,8 +219,13 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
 
 
-_WORKER_TOKENIZER: Tokenizer | None = None
+_WORKER_TOKENIZER: Tokenizer | None = None  # set in worker processes only, by `_set_worker_tokenizer`
 _NEWLINE_AFTER_ALNUM = regex.compile(r"[A-Za-z0-9][\r\n]")
+
+
+def _set_worker_tokenizer(tokenizer: Tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
 
 
 def _encode_in_worker(text: str) -> list[int]:
