@@ -315,11 +315,11 @@ def _abstract(plan, config):
 
 def _compile(model, batch: int):
     """(config, plan, compiled train step) for `model` at `batch`, from shapes alone."""
-    from lm.parallel.plan import make_plan
     from lm.train.config import TrainConfig
+    from lm.trainer import pretrain_plan
 
     cfg = TrainConfig(model=model, batch_size=batch)
-    plan = make_plan(cfg)
+    plan = pretrain_plan(cfg)
     return cfg, plan, plan.train_step.lower(*_abstract(plan, cfg)).compile()
 
 

@@ -45,7 +45,8 @@ from benchmarks.hlo_collectives import KINDS, collectives  # noqa: E402
 from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
 from lm.data import batch_at  # noqa: E402
 from lm.model import get_preset  # noqa: E402
-from lm.parallel import ParallelConfig, make_plan  # noqa: E402
+from lm.parallel import ParallelConfig  # noqa: E402
+from lm.trainer import pretrain_plan as make_plan  # noqa: E402
 from lm.parallel.mesh import mesh_sizes  # noqa: E402
 from lm.parallel.sharding import batch_sharding  # noqa: E402
 from lm.train import TrainConfig  # noqa: E402

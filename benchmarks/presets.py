@@ -30,7 +30,7 @@ import jax  # noqa: E402
 from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
 from lm.model import PRESETS, get_preset  # noqa: E402
 from lm.train.config import TrainConfig  # noqa: E402
-from lm.train.report import plan_report  # noqa: E402
+from lm.trainer.report import plan_report  # noqa: E402
 
 GIB = 1024**3
 

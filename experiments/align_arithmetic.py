@@ -3,7 +3,8 @@
     pretrain on arithmetic text -> SFT on question/answer pairs -> GRPO with a verifier
 
     python -m experiments.align_arithmetic                       # ~6 minutes on 2 CPU cores
-    python -m experiments.align_arithmetic --grpo.steps 500 --pretrain-steps 650
+    python -m experiments.align_arithmetic --grpo.train.steps 500 --pretrain-steps 650
+    python -m experiments.align_arithmetic --overwrite true      # replace an earlier runs/arith
 
 The task is 2-digit addition with the sum written least-significant digit
 first ("37+58=" -> "59"), a format small transformers learn far faster than
@@ -22,15 +23,16 @@ pipeline.png (with GRPO's reward, accuracy and KL curves). From a notebook:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from lm.align.config import GRPOConfig, SFTConfig, _optim
+from lm.align.config import GRPOConfig, SFTConfig, fine_tuning
+from lm.config import check_positive, cli
 from lm.model import ModelConfig
+from lm.train.files import atomic_write_json, atomic_write_text
 
 EOT = "<|endoftext|>"
 
@@ -42,8 +44,8 @@ def _model() -> ModelConfig:
 def _grpo() -> GRPOConfig:
     # Tuned on held-out accuracy (runs of 200-500 steps): lr 2e-4 and above, or T=1 rollouts (whose
     # samples trail the answer with junk bytes), made greedy accuracy fall; groups of 16 beat 8.
-    return GRPOConfig(steps=300, prompts_per_step=16, group_size=16, train_batch_size=128, epochs=1,
-                      temperature=0.7, max_new_tokens=5, eval_every=50, optim=_optim(1e-4, 0, "constant"))
+    return GRPOConfig(prompts_per_step=16, group_size=16, epochs=1, temperature=0.7, max_new_tokens=5,
+                      train=fine_tuning(300, 128, 1e-4, 0, "constant", eval_every=50, log_every=1, save_every=50))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +66,10 @@ class PipelineConfig:
     sampled_draws: int = 4  # temperature-1 evaluations per stage, averaged (what GRPO's reward sees)
     grpo: GRPOConfig = dataclasses.field(default_factory=_grpo)
     seed: int = 0
+    overwrite: bool = dataclasses.field(default=False, metadata={"help": "replace the stages of an earlier run"})
 
     def __post_init__(self):
-        if min(self.pretrain_steps, self.pretrain_lines, self.sft_steps, self.n_eval, self.sampled_draws) < 1:
-            raise ValueError("pretrain_steps, pretrain_lines, sft_steps, n_eval and sampled_draws must be positive")
+        check_positive(self, "pretrain_steps", "pretrain_lines", "sft_steps", "n_eval", "sampled_draws")
 
 
 def byte_tokenizer():
@@ -109,8 +111,12 @@ def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = Tru
     from lm.optim import OptimizerConfig
 
     root = Path(config.out) / config.name
-    for stage_dir in ("pretrain", "sft", "grpo"):  # a rerun starts over: no stale checkpoint may be loaded
-        shutil.rmtree(root / stage_dir, ignore_errors=True)
+    stale = [d for d in ("pretrain", "sft", "grpo") if (root / d).exists()]
+    if stale and not config.overwrite:
+        raise ValueError(f"{root} already holds the stages {stale} of a pipeline run; pass --overwrite true to "
+                         "replace them, or choose another --name")
+    for stage_dir in stale:  # a rerun starts over: no stale checkpoint may be loaded
+        shutil.rmtree(root / stage_dir)
     root.mkdir(parents=True, exist_ok=True)
     held = task_problems(ARITHMETIC, "test", config.n_eval)
     tok = byte_tokenizer()
@@ -146,8 +152,8 @@ def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = Tru
 
     sft = run_sft(SFTRun(init=str(root / "pretrain"), task=ARITHMETIC.name, out=str(root), name="sft",
                          n_eval=config.n_eval, max_new_tokens=5, eval_batch_size=config.n_eval,
-                         sft=SFTConfig(steps=config.sft_steps, batch_size=64, seed=config.seed,
-                                       optim=_optim(config.sft_lr, 10, "constant"))), progress=progress)
+                         sft=SFTConfig(train=fine_tuning(config.sft_steps, 64, config.sft_lr, 10, "constant",
+                                                         seed=config.seed))), progress=progress)
     stage("SFT", sft["params"], ARITHMETIC, sft["train_seconds"])
 
     grpo = run_grpo(GRPORun(init=str(root / "sft"), task=ARITHMETIC.name, out=str(root), name="grpo",
@@ -156,8 +162,8 @@ def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = Tru
 
     plot = plot_pipeline(stages, grpo["history"], root / "pipeline.png", config.n_eval)
     report = format_report(config, stages, grpo["history"])
-    (root / "report.md").write_text(report)
-    (root / "stages.json").write_text(json.dumps(stages, indent=2))
+    atomic_write_text(root / "report.md", report)
+    atomic_write_json(root / "stages.json", stages)
     return {"stages": stages, "report": report, "run_dir": str(root), "plot": str(plot),
             "grpo_history": grpo["history"]}
 
@@ -177,17 +183,13 @@ def format_report(config: PipelineConfig, stages: list[dict], grpo_history: list
             f"(step {last['step']}); KL to the SFT model {last['kl_to_ref']:.4f} nats/token at the end.\n")
 
 
-def main(argv=None) -> int:
-    from experiments.sft import parse_config
-
-    try:
-        result = run_pipeline(parse_config(PipelineConfig, argv))
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def show(result: dict) -> None:
     print("\n" + result["report"])
     print(f"plot: {result['plot']}")
-    return 0
+
+
+def main(argv=None) -> int:
+    return cli(PipelineConfig, run_pipeline, argv, show)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     else:  # runs trained on --tokens without a tokenizer.json
         print(f"load it with:    lm.inference.load_run({args.new!r}, tokenizer=False)  (it has no tokenizer.json)")
     if result["resume"] is None:
-        print(f"resume training: lm.train.train(config, data, {args.new!r}, resume=True) with the run's config")
+        print(f"resume training: lm.trainer.train(config, data, {args.new!r}, resume=True) with the run's config")
     else:
         more = ("" if result["last_step"] < result["steps_configured"] else
                 f"  (set --steps above {result['steps_configured']} to train further)")

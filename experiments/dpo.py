@@ -1,7 +1,8 @@
 """DPO on a verifiable task: the policy's own wrong answers become the rejected side of each pair.
 
     python -m experiments.dpo --init runs/arith/pretrain --task arithmetic --name arith-dpo
-    python -m experiments.dpo --init runs/arith/pretrain --dpo.beta 0.2 --dpo.steps 100
+    python -m experiments.dpo --init runs/arith/pretrain --dpo.beta 0.2 --dpo.train.steps 100
+    python -m experiments.dpo --init runs/arith/pretrain --name arith-dpo --resume     # continue after a kill
 
 For each training problem the policy samples 4 answers; a wrong one is
 "rejected" and the reference answer "chosen". The reference model is the
@@ -16,16 +17,15 @@ held-out pairs. From a notebook:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import os
-import random
 import sys
 import time
 
-from experiments.sft import cli, report
+from experiments.sft import report
 from lm.align.config import DPOConfig
 from lm.align.run import AlignRun, prepare
+from lm.config import check_positive, cli, to_dict
+from lm.train.files import atomic_write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,68 +40,48 @@ class DPORun(AlignRun):
 
     def __post_init__(self):
         super().__post_init__()
-        if min(self.samples, self.max_new_tokens) < 1:
-            raise ValueError("samples and max_new_tokens must be positive")
+        check_positive(self, "samples", "max_new_tokens")
 
 
 def run_dpo(config: DPORun, progress: bool = True) -> dict:
     import jax
-    import numpy as np
-    from tqdm.auto import tqdm
 
-    from lm.align.checkpoint import save_policy
-    from lm.align.dpo import dpo_batch_loss, dpo_train_step
+    from lm.align.dpo_loop import train_dpo
     from lm.align.evaluate import evaluate_task
     from lm.align.logprobs import sequence_logprobs
-    from lm.align.preferences import preference_batch, sample_preference_pairs, take
-    from lm.align.sft import init_train_state
+    from lm.align.preferences import preference_batch, sample_preference_pairs
+    from lm.trainer import data_fingerprint
 
     task, params, model, tokenizer, train, held, run_dir = prepare(config)
     ev = dict(max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size)
     before = evaluate_task(params, model, tokenizer, task, held, **ev)
 
-    t0 = time.perf_counter()
+    t0, seed = time.perf_counter(), config.dpo.train.seed
     kw = dict(samples=config.samples, max_new_tokens=config.max_new_tokens)
-    pairs = sample_preference_pairs(params, model, tokenizer, task, train, seed=config.dpo.seed, **kw)
-    eval_pairs = sample_preference_pairs(params, model, tokenizer, task, held, seed=config.dpo.seed + 1, **kw)
-    if len(pairs) < config.dpo.batch_size:
+    pairs = sample_preference_pairs(params, model, tokenizer, task, train, seed=seed, **kw)
+    eval_pairs = sample_preference_pairs(params, model, tokenizer, task, held, seed=seed + 1, **kw)
+    if len(pairs) < config.dpo.train.batch_size:
         raise ValueError(f"only {len(pairs)} preference pairs (the policy rarely errs); raise --n-train")
     width = max(len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) for p in pairs + eval_pairs) - 1
-    data, eval_data = preference_batch(pairs, model.context_length, width), preference_batch(eval_pairs,
-                                                                                           model.context_length, width)
+    data, eval_data = (preference_batch(p, model.context_length, width) for p in (pairs, eval_pairs))
     ref = jax.jit(lambda p, b: sequence_logprobs(p, model, b))
     for d in (data, eval_data):  # the frozen reference's log-probs, once
         d["ref_chosen"], d["ref_rejected"] = ref(params, d["chosen"]), ref(params, d["rejected"])
-    train_config = config.dpo.train_config(model)
-    state = init_train_state(params, train_config, config.dpo.seed)
-    step = jax.jit(functools.partial(dpo_train_step, config=train_config, beta=config.dpo.beta), donate_argnums=0)
-    heldout_metrics = jax.jit(lambda p, b: dpo_batch_loss(p, b, train_config, config.dpo.beta))
-    rng = random.Random(config.dpo.seed)
-    history = []
-    for i in tqdm(range(config.dpo.steps), desc="dpo", disable=not progress):
-        idx = np.array([rng.randrange(len(pairs)) for _ in range(config.dpo.batch_size)])
-        state, m = step(state, take(data, idx))
-        if (i + 1) % 10 == 0 or i + 1 == config.dpo.steps:
-            loss, hm = heldout_metrics(state["params"], eval_data)
-            history.append({"step": i + 1, **{k: float(v) for k, v in m.items()}, "heldout_loss": float(loss),
-                            "heldout_reward_accuracy": float(hm["reward_accuracy"])})
+    result = train_dpo(params, model, data, eval_data, config.dpo, run_dir, options=config.options(progress),
+                       fingerprint=data_fingerprint(f"task {task.name}: policy's preference pairs", pairs),
+                       record={"train": to_dict(config.dpo.train_config(model)), "dpo": to_dict(config)})
     seconds = time.perf_counter() - t0
-    after = evaluate_task(state["params"], model, tokenizer, task, held, **ev)
+    after = evaluate_task(result.state.params, model, tokenizer, task, held, **ev)
     summary = {"task": task.name, "n_eval": after["n"], "accuracy_before": before["accuracy"],
-               "accuracy_after": after["accuracy"], "train_seconds": seconds, "steps": config.dpo.steps,
+               "accuracy_after": after["accuracy"], "train_seconds": seconds, "steps": config.dpo.train.steps,
                "train_pairs": len(pairs), "heldout_pairs": len(eval_pairs),
-               "heldout_reward_accuracy": history[-1]["heldout_reward_accuracy"]}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "dpo_metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    (run_dir / "samples.json").write_text(json.dumps(
-        [{"prompt": tokenizer.decode(p["prompt"]), "chosen": tokenizer.decode(p["chosen"]),
-          "rejected": p["rejected_text"]} for p in pairs[:8]], indent=2))
-    if config.save:
-        from lm.config import to_dict
-
-        save_policy(run_dir, state, train_config, tokenizer, {"dpo": to_dict(config)})
-    return {**summary, "before": before, "after": after, "history": history, "run_dir": str(run_dir),
-            "params": state["params"]}
+               "heldout_reward_accuracy": result.final_eval["heldout_reward_accuracy"]}
+    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / "samples.json", [{"prompt": tokenizer.decode(p["prompt"]),
+                                                  "chosen": tokenizer.decode(p["chosen"]),
+                                                  "rejected": p["rejected_text"]} for p in pairs[:8]])
+    return {**summary, "before": before, "after": after, "history": result.history, "run_dir": str(run_dir),
+            "params": result.state.params, "state": result.state}
 
 
 def show(result: dict) -> None:

@@ -3,7 +3,8 @@
     python -m experiments.pretrain                       # embedded default, no download
     python -m experiments.pretrain --data tinystories.txt --preset tinystories --steps 2000
     python -m experiments.pretrain --tokens DIR          # DIR/train.npy [+ val.npy, tokenizer.json]
-    python -m experiments.pretrain --name default --resume
+    python -m experiments.pretrain --name default-tiny --resume    # continue (or report) a run
+    python -m experiments.pretrain --name default-tiny --overwrite  # delete that run and start again
     python -m experiments.pretrain --parallel.fsdp -1     # shard over every device (see lm/parallel)
     python -m experiments.pretrain --preset gpt2-small --batch-size 8 --dry-run   # will it fit? (compiles only)
     python -m experiments.pretrain --parallel.data -1 --coordinator-address host0:1234 \
@@ -12,7 +13,9 @@
 With no data option it trains on real English that every Python carries (the
 standard library's docstrings and `pydoc_data` topics). Everything is written
 under `--out/--name`: tokenizer, token arrays, checkpoints, metrics.jsonl,
-loss.png and sample.txt. Documents are kept apart inside each training window
+loss.png, sample.txt, summary.json and run.json (the data's fingerprint and the config). A
+directory that holds checkpoints is continued only with `--resume` and replaced only with
+`--overwrite`; a resume on other data than the run's is refused unless `--allow-data-change`. Documents are kept apart inside each training window
 (attention, positions and loss) wherever the tokenizer has `<|endoftext|>`;
 `--document_mask false` trains on windows as plain sequences. `--dry-run`
 compiles the train step for the chosen model, batch and mesh without data or
@@ -25,20 +28,20 @@ From a notebook:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-EOT = "<|endoftext|>"
-
-
+from lm.config import cli, format_config, to_dict
+from lm.config import parse_config as parse_flags
 from lm.model import ModelConfig, get_preset
 from lm.train.config import TrainConfig
+from lm.train.files import atomic_write_json, atomic_write_text
+
+EOT = "<|endoftext|>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,9 @@ class PretrainConfig(TrainConfig):
     out: str = "runs"
     name: str = dataclasses.field(default="", metadata={"help": "run name (default: derived from the data)"})
     resume: bool = dataclasses.field(default=False, metadata={"help": "continue from the run's latest checkpoint"})
+    overwrite: bool = dataclasses.field(default=False, metadata={"help": "delete the run's checkpoints, start again"})
+    allow_data_change: bool = dataclasses.field(default=False, metadata={
+        "help": "resume even though the training data differs from the run's"})
     dry_run: bool = dataclasses.field(default=False, metadata={
         "help": "compile the train step ahead of time, print parameters, FLOPs and memory per device, and exit"})
     sample_prompt: str = "The "
@@ -107,10 +113,12 @@ def prepare_text_data(text_path: Path, vocab_size: int, cache: Path, progress: b
         t0 = time.perf_counter()
         vocab, merges = train_bpe(text_path, vocab_size, [EOT], progress=progress)
         tok = Tokenizer(vocab, merges, [EOT])
-        save_tokenizer(tok, tok_file)
+        save_tokenizer(tok, tok_file)  # written beside and renamed: a kill leaves no half cache
         print(f"trained a {vocab_size}-token tokenizer in {time.perf_counter() - t0:.1f} s -> {tok_file}")
     if not ids_file.is_file():
-        s = encode_file(tok, text_path, ids_file, progress=progress)
+        tmp = d / ".tokens.tmp.npy"
+        s = encode_file(tok, text_path, tmp, progress=progress)
+        os.replace(tmp, ids_file)
         print(f"encoded {s['bytes']:,} bytes into {s['tokens']:,} tokens ({s['bytes_per_token']:.2f} bytes/token)")
     return tok, ids_file
 
@@ -144,14 +152,20 @@ def load_data(config: PretrainConfig, progress: bool = True):
     return tok, data
 
 
+def data_source(config: PretrainConfig) -> str:
+    """Where the run's training tokens come from, as recorded in its data fingerprint."""
+    if config.tokens:
+        return str(Path(config.tokens).resolve() / "train.npy")
+    return str(Path(config.data).resolve()) if config.data else "embedded standard-library corpus"
+
+
 def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -> dict:
-    """Run the whole job; returns {"run_dir", "history", "val_loss", "val_perplexity", "sample", "state"}."""
+    """Run the whole job; returns {"run_dir", "history", "val_loss", "val_perplexity", "sample", "state",
+    "complete"} (complete: the run had already finished, so only its numbers were read back)."""
     import jax
 
-    from lm.config import to_dict
-    from lm.inference.naive import sample_naive
-    from lm.parallel.distributed import initialize_distributed, to_host
-    from lm.train import train
+    from lm.parallel.distributed import initialize_distributed
+    from lm.trainer import data_fingerprint, prepare_run, train
 
     initialize_distributed(config.coordinator_address, config.num_processes, config.process_id)
     main = jax.process_index() == 0
@@ -166,6 +180,11 @@ def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -
         tok, data = load_data(config, progress)
     if tok is not None and EOT in tok.special_ids and config.eot_token < 0:
         config = dataclasses.replace(config, eot_token=tok.special_ids[EOT])  # packed documents kept apart
+    fingerprint = data_fingerprint(data_source(config), data.train)
+    run = dict(resume=config.resume, overwrite=config.overwrite, data=fingerprint,
+               allow_data_change=config.allow_data_change)
+    # Checked before the tokenizer is written: a refused resume must leave the run as it was.
+    prepare_run(run_dir, **run, write=False)
     if tok is not None and main:
         from lm.tokenizer import save_tokenizer
 
@@ -175,54 +194,73 @@ def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -
                 else "windows read as plain sequences")
         print(f"model: {config.model.num_params():,} parameters, {config.model.flops_per_token():,} FLOPs/token; "
               f"data: {len(data.train):,} train / {len(data.val):,} validation tokens; {docs}")
-    result = train(config.train_config(), data, run_dir, resume=config.resume, progress=progress,
+    result = train(config.train_config(), data, run_dir, resume=config.resume, overwrite=config.overwrite,
+                   progress=progress, fingerprint=fingerprint, allow_data_change=config.allow_data_change,
                    extra_config={"pretrain": {k: v for k, v in to_dict(config).items() if k not in ("model", "optim")}})
-    sample = ""
-    if tok is not None and config.sample_tokens:
-        params = to_host(result.state["params"]) if config.parallel.enabled else result.state["params"]
-        prompt = tok.encode(config.sample_prompt) or [tok.special_ids[EOT]]
-        ids = sample_naive(params, config.model, prompt, config.sample_tokens,
-                           jax.random.PRNGKey(config.seed), temperature=0.8, stop_ids=(tok.special_ids[EOT],))
-        sample = config.sample_prompt + tok.decode(ids)
-        if main:
-            (run_dir / "sample.txt").write_text(sample)
-    summary = {"val_loss": result.final_val_loss, "val_perplexity": result.final_val_perplexity}
+    sample = write_sample(config, tok, result.state.params, run_dir)
+    summary = {"val_loss": result.final_val_loss, "val_perplexity": result.final_val_perplexity,
+               "steps": int(result.state.step)}
     if main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return {"run_dir": str(run_dir), "history": result.history, "sample": sample, "state": result.state, **summary}
+        atomic_write_json(run_dir / "summary.json", summary)
+    return {"run_dir": str(run_dir), "history": result.history, "sample": sample, "state": result.state,
+            "complete": result.complete, **summary}
+
+
+def write_sample(config: PretrainConfig, tok, params, run_dir: Path) -> str:
+    """A short sample from the prompt, written to run_dir/sample.txt ("" without a tokenizer)."""
+    import jax
+
+    from lm.inference.naive import sample_naive
+    from lm.parallel.distributed import to_host
+
+    if tok is None or not config.sample_tokens:
+        return ""
+    params = to_host(params)  # every process joins the gather of a sharded run
+    prompt = tok.encode(config.sample_prompt) or [tok.special_ids[EOT]]
+    ids = sample_naive(params, config.model, prompt, config.sample_tokens, jax.random.PRNGKey(config.seed),
+                       temperature=0.8, stop_ids=(tok.special_ids[EOT],))
+    sample = config.sample_prompt + tok.decode(ids)
+    if jax.process_index() == 0:
+        atomic_write_text(run_dir / "sample.txt", sample)
+    return sample
+
+
+def _base(args) -> PretrainConfig:
+    """Defaults under the flags: the chosen preset's model (the --model.* flags then modify it)."""
+    preset = args.preset or PretrainConfig.preset
+    return PretrainConfig(model=get_preset(preset), preset=preset)
 
 
 def parse_config(argv=None) -> PretrainConfig:
-    from lm.config import add_dataclass_args, dataclass_from_args
+    return parse_flags(PretrainConfig, argv, base=_base)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, PretrainConfig)
-    args = parser.parse_args(argv)
-    preset = args.preset or PretrainConfig.preset
-    base = PretrainConfig(model=get_preset(preset), preset=preset)
-    return dataclass_from_args(PretrainConfig, args, base=base)
+
+def run(config: PretrainConfig) -> dict | None:
+    """What `main` runs: the dry-run report, or the job."""
+    print(format_config(config))
+    if config.dry_run:
+        from lm.train.report import format_report
+        from lm.trainer.report import plan_report
+
+        print(format_report(plan_report(config.train_config())))
+        return None
+    return pretrain(config)
+
+
+def show(result: dict | None) -> None:
+    if result is None:
+        return
+    if result["complete"]:
+        print(f"\n{result['run_dir']} is complete at step {result['steps']}; its final numbers:")
+    print(f"\nrun directory: {result['run_dir']}")
+    if result["val_loss"] is not None:
+        print(f"held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_perplexity']:.2f}")
+    if result["sample"]:
+        print(f"sample: {result['sample']!r}")
 
 
 def main(argv=None) -> int:
-    try:
-        config = parse_config(argv)
-        from lm.config import format_config
-
-        print(format_config(config))
-        if config.dry_run:
-            from lm.train.report import format_report, plan_report
-
-            print(format_report(plan_report(config.train_config())))
-            return 0
-        result = pretrain(config)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"\nrun directory: {result['run_dir']}")
-    print(f"held-out loss {result['val_loss']:.4f} nats/token, perplexity {result['val_perplexity']:.2f}")
-    if result["sample"]:
-        print(f"sample: {result['sample']!r}")
-    return 0
+    return cli(PretrainConfig, run, argv, show, base=_base)
 
 
 if __name__ == "__main__":

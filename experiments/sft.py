@@ -2,12 +2,15 @@
 
     python -m experiments.sft --init runs/arith-pretrain --task arithmetic-qa --name arith-sft
     python -m experiments.sft --init runs/smollm2-135m --task gsm8k-chat \\
-        --data-dir ../shared/data/corpora/a5_eval_data/gsm8k --sft.steps 30 --sft.batch_size 4 --n-eval 20
+        --data-dir ../shared/data/corpora/a5_eval_data/gsm8k --sft.train.steps 30 --sft.train.batch_size 4 --n-eval 20
+    python -m experiments.sft --init runs/arith-pretrain --name arith-sft --resume    # continue after a kill
 
 `--init` is a run directory of ours or a Hugging Face checkpoint directory
-(lm.interop). Training problems never include a held-out question. Writes
-runs/NAME/: sft_metrics.jsonl, summary.json, samples.json and (with --save)
-a checkpoint that experiments.grpo and experiments.generate can load. From a notebook:
+(lm.interop). Training problems never include a held-out question. Training
+runs on `lm.trainer` (`--sft.train.*`: steps, batch, optimizer, eval_every,
+save_every, parallel mesh). Writes runs/NAME/: sft_metrics.jsonl,
+summary.json, samples.json, run.json and (with --save, the default)
+checkpoints that experiments.grpo and experiments.generate can load. From a notebook:
 
     from experiments.sft import SFTRun, run_sft
     result = run_sft(SFTRun(init="runs/arith-pretrain"))    # {"before", "after", "history", ...}
@@ -15,66 +18,51 @@ a checkpoint that experiments.grpo and experiments.generate can load. From a not
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
 
 from lm.align.config import SFTConfig
 from lm.align.run import AlignRun, prepare
+from lm.config import check_positive, cli, to_dict
+from lm.train.files import atomic_write_json
 
 
 @dataclasses.dataclass(frozen=True)
 class SFTRun(AlignRun):
     name: str = "sft"
-    eval_every: int = 0  # steps between held-out evaluations (0: before and after only)
     max_new_tokens: int = 8
     sft: SFTConfig = dataclasses.field(default_factory=SFTConfig)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.max_new_tokens < 1 or self.eval_every < 0:
-            raise ValueError("max_new_tokens must be positive and eval_every >= 0")
+        check_positive(self, "max_new_tokens")
 
 
 def run_sft(config: SFTRun, progress: bool = True) -> dict:
     """Load, evaluate, fine-tune, evaluate, save; returns {"before", "after", "history", "run_dir", "params"}."""
-    from lm.align.checkpoint import save_policy
     from lm.align.evaluate import evaluate_task
-    from lm.align.sft_loop import train_sft
+    from lm.align.sft_loop import evals, train_sft
 
     task, params, model, tokenizer, train, held, run_dir = prepare(config)
     ev = dict(max_new_tokens=config.max_new_tokens, batch_size=config.eval_batch_size, progress=progress)
     before = evaluate_task(params, model, tokenizer, task, held, **ev)
     t0 = time.perf_counter()
-    result = train_sft(params, model, tokenizer, task, train, config.sft, held if config.eval_every else (),
-                       config.eval_every, config.max_new_tokens, config.eval_batch_size, run_dir, progress=progress)
+    result = train_sft(params, model, tokenizer, task, train, config.sft, run_dir,
+                       eval_problems=held if config.sft.train.eval_every else (), max_new_tokens=config.max_new_tokens,
+                       eval_batch_size=config.eval_batch_size, options=config.options(progress),
+                       record={"train": to_dict(config.sft.train_config(model)), "sft": to_dict(config)})
     seconds = time.perf_counter() - t0
-    params = result["state"]["params"]
+    params = result.state.params
     after = evaluate_task(params, model, tokenizer, task, held, **ev)
     summary = {"task": task.name, "n_eval": after["n"], "accuracy_before": before["accuracy"],
-               "accuracy_after": after["accuracy"], "train_seconds": seconds, "steps": config.sft.steps}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "samples.json").write_text(json.dumps({"before": before["samples"], "after": after["samples"]},
-                                                     indent=2))
-    if config.save:
-        from lm.config import to_dict
-
-        save_policy(run_dir, result["state"], result["train_config"], tokenizer, {"sft": to_dict(config)})
-    return {"before": before, "after": after, "history": result["history"], "evals": result["evals"],
-            "run_dir": str(run_dir), "params": params, "model": model, "tokenizer": tokenizer, **summary}
-
-
-def parse_config(cls, argv=None):
-    from lm.config import add_dataclass_args, dataclass_from_args
-
-    parser = argparse.ArgumentParser(description=sys.modules[cls.__module__].__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, cls)
-    # Nested configs keep their default_factory values (e.g. fine-tuning optimizer settings) as the base.
-    return dataclass_from_args(cls, parser.parse_args(argv), base=cls())
+               "accuracy_after": after["accuracy"], "train_seconds": seconds, "steps": config.sft.train.steps}
+    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / "samples.json", {"before": before["samples"], "after": after["samples"]})
+    return {"before": before, "after": after, "history": result.history, "evals": evals(result.history),
+            "run_dir": str(run_dir), "params": params, "model": model, "tokenizer": tokenizer,
+            "state": result.state, **summary}
 
 
 def report(result: dict) -> None:
@@ -84,19 +72,8 @@ def report(result: dict) -> None:
         print(f"  {s['prompt']!r} -> {s['completion']!r} (gold {s['gold']}, {'right' if s['correct'] else 'wrong'})")
 
 
-def cli(cls, run, argv=None, show=report) -> int:
-    """Parse flags into `cls`, call `run` on it and `show` the result; bad input prints a clear error, exit 2."""
-    try:
-        result = run(parse_config(cls, argv))
-    except (ValueError, FileNotFoundError, FloatingPointError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    show(result)
-    return 0
-
-
 def main(argv=None) -> int:
-    return cli(SFTRun, run_sft, argv)
+    return cli(SFTRun, run_sft, argv, report)
 
 
 if __name__ == "__main__":

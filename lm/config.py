@@ -5,8 +5,12 @@ both work); fields of nested dataclasses are reached with dots, as in
 `--model.d_model 512`. A bool flag alone means true (`--dry-run`, or
 `--dry-run false`). Tuple fields take several values, or repeat a flag given
 in the field's metadata (`metadata={"flag": "--special-token"}`). Validation
-stays in each dataclass's `__post_init__`, so a bad value fails the same way
-from the command line and from a notebook.
+stays in each dataclass's `__post_init__` (with `check_positive` and
+`check_choice`), so a bad value fails the same way from the command line and
+from a notebook. Every experiment's `main` is one call:
+
+    def main(argv=None) -> int:
+        return cli(SFTRun, run_sft, argv, show=report)
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -134,3 +140,46 @@ def from_dict(cls: type[T], data: dict) -> T:
 def format_config(config) -> str:
     """Readable multi-line rendering for logs."""
     return json.dumps(to_dict(config), indent=2, default=str)
+
+
+def check_positive(obj, *names: str, zero: bool = False) -> None:
+    """Raise a ValueError naming `Class.field` when a field is not a positive integer (or >= 0 with `zero`)."""
+    for name in names:
+        v = getattr(obj, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if zero else 1):
+            raise ValueError(f"{type(obj).__name__}.{name} must be a {'non-negative' if zero else 'positive'} "
+                             f"integer, got {v!r}")
+
+
+def check_choice(obj, name: str, choices) -> None:
+    """Raise a ValueError naming `Class.field` and the valid values when a field is not one of `choices`."""
+    v = getattr(obj, name)
+    if v not in choices:
+        raise ValueError(f"{type(obj).__name__}.{name} must be one of {tuple(choices)}, got {v!r}")
+
+
+def parse_config(cls: type[T], argv=None, base: Callable[[argparse.Namespace], T] | None = None) -> T:
+    """Flags -> `cls`. Unset fields keep `base(args)` (default `cls()`: nested configs keep their
+    default_factory values, such as fine-tuning optimizer settings); the module docstring is the help."""
+    parser = argparse.ArgumentParser(description=sys.modules[cls.__module__].__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, cls)
+    args = parser.parse_args(argv)
+    return dataclass_from_args(cls, args, base=base(args) if base is not None else cls())
+
+
+ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, ImportError)
+
+
+def cli(cls: type[T], run: Callable[[T], Any], argv=None, show: Callable[[Any], None] | None = None,
+        base: Callable[[argparse.Namespace], T] | None = None) -> int:
+    """An experiment's `main`: parse flags into `cls`, `run` it, `show` the result. Bad input, a missing
+    file or a diverged run prints `error: ...` and returns 2; success returns 0."""
+    try:
+        result = run(parse_config(cls, argv, base))
+    except ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if show is not None:
+        show(result)
+    return 0

@@ -1,7 +1,8 @@
 """Frozen configs of the alignment runs (command-line flags through `lm.config`).
 
-Fine-tuning defaults differ from pretraining: a short warmup, no weight decay,
-and the optimizer settings nested under `optim` (`--optim.lr 1e-4`).
+Each holds a `train: TrainConfig` (steps, batch size, optimizer, evaluation, checkpoints, parallel
+mesh: `--sft.train.optim.lr 1e-4`, `--grpo.train.parallel.fsdp 2`), with fine-tuning defaults: a
+short warmup, no weight decay. The model comes from the policy being tuned.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 
 from lm.align.policy_gradient import LOSS_TYPES
 from lm.align.step import LENGTH_NORMS
+from lm.config import check_choice, check_positive
 from lm.model import ModelConfig
 from lm.optim import OptimizerConfig
 from lm.train.config import TrainConfig
@@ -19,73 +21,60 @@ def _optim(lr: float, warmup: int, schedule: str = "cosine") -> OptimizerConfig:
     return OptimizerConfig(lr=lr, warmup_steps=warmup, schedule=schedule, weight_decay=0.0, min_lr_ratio=0.1)
 
 
-def _positive(obj, names: tuple[str, ...]) -> None:
-    for name in names:
-        v = getattr(obj, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{type(obj).__name__}.{name} must be a positive integer, got {v!r}")
+def fine_tuning(steps: int, batch_size: int, lr: float, warmup: int, schedule: str = "cosine", **kw) -> TrainConfig:
+    """A TrainConfig with fine-tuning defaults: no weight decay, evaluation only at the end unless
+    asked (`eval_every`), metrics every 10 steps, a checkpoint every 50. Its model is replaced by the
+    policy's when the run starts."""
+    base = dict(steps=steps, batch_size=batch_size, optim=_optim(lr, warmup, schedule), eval_every=0, log_every=10,
+                save_every=50)
+    return TrainConfig(**{**base, **kw})
 
 
 @dataclasses.dataclass(frozen=True)
-class _StepsConfig:
-    """Optimizer steps over batches of `batch_size` rows, each in `grad_accum` microbatches."""
+class SFTConfig:
+    """train.batch_size: examples (or packed rows) per optimizer step."""
 
-    steps: int = 200
-    batch_size: int = 32
-    grad_accum: int = 1
-    seed: int = 0
-    optim: OptimizerConfig = dataclasses.field(default_factory=lambda: _optim(1e-3, 20))
-
-    def __post_init__(self):
-        _positive(self, ("steps", "batch_size", "grad_accum"))
-        if self.batch_size % self.grad_accum:
-            raise ValueError(f"{type(self).__name__}.batch_size={self.batch_size} must be divisible by "
-                             f"grad_accum={self.grad_accum}")
-
-    def train_config(self, model: ModelConfig) -> TrainConfig:
-        return TrainConfig(model=model, optim=self.optim, steps=self.steps, batch_size=self.batch_size,
-                           grad_accum=self.grad_accum, seed=self.seed)
-
-
-@dataclasses.dataclass(frozen=True)
-class SFTConfig(_StepsConfig):
-    """batch_size: examples (or packed rows) per optimizer step."""
-
+    train: TrainConfig = dataclasses.field(default_factory=lambda: fine_tuning(200, 32, 1e-3, 20))
     length_norm: str = "token"  # how response-token losses are averaged (lm.align.step.loss_weights)
     norm_constant: float = 0.0  # the divisor for length_norm="constant"
     pack: bool = False  # pack examples into rows of the context length instead of padding each
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.length_norm not in LENGTH_NORMS:
-            raise ValueError(f"SFTConfig.length_norm must be one of {LENGTH_NORMS}, got {self.length_norm!r}")
+        check_choice(self, "length_norm", LENGTH_NORMS)
+
+    def train_config(self, model: ModelConfig) -> TrainConfig:
+        return dataclasses.replace(self.train, model=model)
 
 
 @dataclasses.dataclass(frozen=True)
-class DPOConfig(_StepsConfig):
-    """batch_size: preference pairs per optimizer step."""
+class DPOConfig:
+    """train.batch_size: preference pairs per optimizer step; held-out pairs are scored every train.eval_every."""
 
-    steps: int = 100
+    train: TrainConfig = dataclasses.field(default_factory=lambda: fine_tuning(100, 32, 3e-4, 10, eval_every=10))
     beta: float = 0.1
-    optim: OptimizerConfig = dataclasses.field(default_factory=lambda: _optim(3e-4, 10))
 
     def __post_init__(self):
-        super().__post_init__()
         if not self.beta > 0:
             raise ValueError(f"DPOConfig.beta must be > 0, got {self.beta}")
+
+    def train_config(self, model: ModelConfig) -> TrainConfig:
+        return dataclasses.replace(self.train, model=model)
+
+
+def _grpo_train() -> TrainConfig:
+    return fine_tuning(50, 128, 1e-4, 0, "constant", eval_every=10, log_every=1, save_every=10)
 
 
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
     """One GRPO step: sample `group_size` responses for each of `prompts_per_step` prompts, score them,
-    then take `epochs` passes over the rollout batch in optimizer steps of `train_batch_size` rows."""
+    then take `epochs` passes over the rollout batch in optimizer steps of `train.batch_size` rows.
+    `train.steps` and `train.eval_every` count rollout steps."""
 
-    steps: int = 50  # rollout steps
+    train: TrainConfig = dataclasses.field(default_factory=_grpo_train)
     prompts_per_step: int = 16
     group_size: int = 8
     epochs: int = 1  # optimisation passes over each rollout batch (> 1 is off-policy: use grpo_clip)
-    train_batch_size: int = 128  # rows per optimizer step; must divide prompts_per_step * group_size
-    grad_accum: int = 1
     loss_type: str = "grpo_clip"
     cliprange: float = 0.2
     normalize_std: bool = True  # divide advantages by the group's std (False: Dr. GRPO)
@@ -95,27 +84,23 @@ class GRPOConfig:
     top_p: float = 1.0
     max_new_tokens: int = 16
     adv_eps: float = 1e-6
-    eval_every: int = 10  # rollout steps between held-out evaluations (0: only at the end)
-    seed: int = 0
-    optim: OptimizerConfig = dataclasses.field(default_factory=lambda: _optim(1e-4, 0, "constant"))
 
     def __post_init__(self):
-        _positive(self, ("steps", "prompts_per_step", "group_size", "epochs", "train_batch_size", "grad_accum",
-                         "max_new_tokens"))
+        check_positive(self, "prompts_per_step", "group_size", "epochs", "max_new_tokens")
         if self.group_size < 2:
             raise ValueError("GRPOConfig.group_size must be >= 2: the group mean is the baseline")
-        if self.rollout_size % self.train_batch_size:
-            raise ValueError(f"GRPOConfig.train_batch_size={self.train_batch_size} must divide the rollout batch "
+        if self.rollout_size % self.train.batch_size:
+            raise ValueError(f"GRPOConfig.train.batch_size={self.train.batch_size} must divide the rollout batch "
                              f"prompts_per_step * group_size = {self.rollout_size}")
-        if self.train_batch_size % self.grad_accum:
-            raise ValueError(f"GRPOConfig.train_batch_size={self.train_batch_size} must be divisible by "
-                             f"grad_accum={self.grad_accum}")
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"GRPOConfig.loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if self.length_norm not in LENGTH_NORMS:
-            raise ValueError(f"GRPOConfig.length_norm must be one of {LENGTH_NORMS}, got {self.length_norm!r}")
-        if not 0 < self.cliprange < 1 or self.kl_coef < 0 or not self.temperature > 0 or self.eval_every < 0:
-            raise ValueError("GRPOConfig needs 0 < cliprange < 1, kl_coef >= 0, temperature > 0, eval_every >= 0")
+        check_choice(self, "loss_type", LOSS_TYPES)
+        check_choice(self, "length_norm", LENGTH_NORMS)
+        if not 0 < self.cliprange < 1 or self.kl_coef < 0 or not self.temperature > 0:
+            raise ValueError("GRPOConfig needs 0 < cliprange < 1, kl_coef >= 0, temperature > 0")
+
+    @property
+    def grad_accum(self) -> int:
+        """Microbatches per optimizer step (the train config's; the GRPO step reads it here)."""
+        return self.train.grad_accum
 
     @property
     def rollout_size(self) -> int:
@@ -123,8 +108,8 @@ class GRPOConfig:
 
     @property
     def optimizer_steps(self) -> int:
-        return self.steps * self.epochs * (self.rollout_size // self.train_batch_size)
+        return self.train.steps * self.epochs * (self.rollout_size // self.train.batch_size)
 
     def train_config(self, model: ModelConfig) -> TrainConfig:
-        return TrainConfig(model=model, optim=self.optim, steps=self.optimizer_steps,
-                           batch_size=self.train_batch_size, grad_accum=self.grad_accum, seed=self.seed)
+        """The optimizer's config: its schedule spans every update of every rollout step."""
+        return dataclasses.replace(self.train, model=model, steps=self.optimizer_steps)

@@ -50,5 +50,5 @@ def dpo_train_step(state: dict, batch: dict, config: TrainConfig, beta: float = 
         loss, metrics = dpo_batch_loss(p, b, config, beta)
         return loss / k, metrics
 
-    loss, metrics, grads = accumulate(loss_fn, state["params"], batch, k)
+    loss, metrics, grads = accumulate(loss_fn, state.params, batch, k)
     return apply_gradients(state, grads, loss, metrics, config)

@@ -76,7 +76,7 @@ def grpo_train_step(state: dict, batch: dict, config: GRPOConfig, train_config: 
     loss = loss_options(config) if loss is None else loss
     batch = weighted_batch(batch, config, loss)
     total, metrics, grads = accumulate(lambda p, b: grpo_loss(p, b, config, train_config.model, loss),
-                                       state["params"], batch, config.grad_accum)
+                                       state.params, batch, config.grad_accum)
     return apply_gradients(state, grads, total, metrics, train_config)
 
 

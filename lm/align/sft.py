@@ -1,14 +1,17 @@
 """Supervised fine-tuning: next-token loss on response tokens only, with gradient accumulation.
 
-    state = init_train_state(params, train_config)       # {"step", "params", "opt_state", "rng"}
+    state = init_train_state(params, train_config)       # lm.train's TrainState around params
     step = jax.jit(functools.partial(sft_train_step, config=train_config), donate_argnums=0)
     state, metrics = step(state, batch)                   # batch from lm.align.data (tokenize_pairs / pack_examples)
 
-The state is lm.train's train state and the optimizer is lm.optim's, built
-from a `TrainConfig` (`batch_size` rows per step, `grad_accum` microbatches).
+The state is lm.train's TrainState and the optimizer is lm.optim's, built from a
+`TrainConfig` (`batch_size` rows per step, `grad_accum` microbatches). The loop that runs
+the step on a mesh is `lm.align.sft_loop.train_sft`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,18 +19,15 @@ import jax.numpy as jnp
 from lm.align.logprobs import masked_mean, response_logprobs
 from lm.align.step import accumulate, loss_weights
 from lm.train.config import TrainConfig
-from lm.train.step import apply_gradients, make_optimizer
+from lm.train.state import TrainState
+from lm.train.step import apply_gradients, fine_tune_state
 
 
-def init_train_state(params, config: TrainConfig, seed: int = 0) -> dict:
-    """lm.train's state dict around a copy of existing `params` (a fine-tuning start), with fresh
-    optimizer state. Built under jit so every leaf is a committed device array: the train steps then
-    compile once (uncommitted inputs on the first call would compile a second program)."""
-    def build(p, key):
-        p = jax.tree.map(jnp.copy, p)  # the steps donate the state; the caller keeps its params
-        return {"step": jnp.zeros([], jnp.int32), "params": p, "opt_state": make_optimizer(config).init(p), "rng": key}
-
-    return jax.jit(build)(params, jax.random.PRNGKey(seed))
+def init_train_state(params, config: TrainConfig) -> TrainState:
+    """lm.train's TrainState around existing `params` (a fine-tuning start), with fresh optimizer state.
+    Built under jit so every leaf is a new committed device array (the steps donate the state; the
+    caller keeps its params, and the steps compile once)."""
+    return jax.jit(functools.partial(fine_tune_state, config=config))(params)
 
 
 def sft_loss(params, batch: dict, config: TrainConfig, with_entropy: bool = True):
@@ -47,12 +47,5 @@ def sft_train_step(state: dict, batch: dict, config: TrainConfig, length_norm: s
     """One optimizer step on {"input_ids", "labels", "response_mask"} [batch_size, seq], in
     `config.grad_accum` microbatches. Prompt and padding tokens contribute no loss and no gradient."""
     batch = dict(batch, weights=loss_weights(batch["response_mask"], length_norm, norm_constant))
-    loss, metrics, grads = accumulate(lambda p, b: sft_loss(p, b, config), state["params"], batch, config.grad_accum)
+    loss, metrics, grads = accumulate(lambda p, b: sft_loss(p, b, config), state.params, batch, config.grad_accum)
     return apply_gradients(state, grads, loss, metrics, config)
-
-
-def sft_eval(params, batch: dict, config: TrainConfig) -> dict:
-    """{"nll_sum", "tokens"} of the response tokens of `batch` (sums, so batches add up)."""
-    lp = response_logprobs(params, config.model, batch["input_ids"], batch["labels"])["log_probs"]
-    mask = batch["response_mask"]
-    return {"nll_sum": -jnp.sum(jnp.where(mask, lp, 0.0)), "tokens": jnp.sum(mask.astype(jnp.float32))}

@@ -1,28 +1,26 @@
-"""The SFT loop: task problems -> (prompt, target) token pairs -> jitted steps, with held-out accuracy.
+"""SFT on the training driver: task problems -> (prompt, target) token rows -> `lm.trainer.fit`.
 
-    result = train_sft(params, model_config, tokenizer, ARITHMETIC_QA, train_problems, SFTConfig(steps=200),
-                       eval_problems=held_out)
-    result["state"], result["history"]
+    result = train_sft(params, model_config, tokenizer, ARITHMETIC_QA, train_problems, SFTConfig(),
+                       run_dir="runs/sft", eval_problems=held_out)
+    result.state, result.history, evals(result.history)
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from lm.align.config import SFTConfig
 from lm.align.data import bucketed_width, pack_examples, tokenize_pairs
 from lm.align.evaluate import evaluate_task
-from lm.align.sft import init_train_state, sft_train_step
+from lm.align.sft import sft_train_step
 from lm.align.tasks import Task
 from lm.model import ModelConfig
+from lm.trainer import Loop, RunOptions, TrainResult, data_fingerprint, fine_tune_plan, fit
+
 
 def sft_examples(tokenizer, task: Task, problems: Sequence[dict]):
     """(prompt ids, target ids) per problem."""
@@ -31,60 +29,59 @@ def sft_examples(tokenizer, task: Task, problems: Sequence[dict]):
     return prompts, targets
 
 
-def train_sft(params, model: ModelConfig, tokenizer, task: Task, problems: Sequence[dict],
-              config: SFTConfig = SFTConfig(), eval_problems: Sequence[dict] = (), eval_every: int = 0,
-              max_new_tokens: int = 16, eval_batch_size: int = 64, run_dir: str | Path | None = None,
-              truncate: bool = False, progress: bool = True) -> dict:
-    """`config.steps` SFT steps on random batches of `problems`; returns {"state", "history", "evals"}.
-
-    Without packing, every batch is padded to one width (the longest example, rounded up to
-    a multiple of 16), so one program is compiled. With `config.pack`, all examples are
-    packed once into rows of the context length and batches are drawn from the rows.
-    """
+def sft_rows(tokenizer, task: Task, problems: Sequence[dict], model: ModelConfig, config: SFTConfig,
+             truncate: bool = False) -> dict:
+    """The training rows {"input_ids", "labels", "response_mask"} [rows, width]. Without packing, every
+    row is padded to one width (the longest example, rounded up to a multiple of 16), so one program
+    is compiled; with `config.pack`, the examples are packed into rows of the context length."""
     prompts, targets = sft_examples(tokenizer, task, problems)
     if config.pack:
-        data = pack_examples(prompts, targets, model.context_length)
-    else:
-        width = bucketed_width(prompts, targets, model.context_length)
-        data = tokenize_pairs(prompts, targets, model.context_length, pad_to=width, truncate=truncate)
+        return pack_examples(prompts, targets, model.context_length)
+    width = bucketed_width(prompts, targets, model.context_length)
+    return tokenize_pairs(prompts, targets, model.context_length, pad_to=width, truncate=truncate)
+
+
+def random_rows(n_rows: int, batch_size: int, seed: int, start: int):
+    """Row indices of the batches of steps start, start + 1, ...: each drawn from its own step's seed,
+    so a resumed run draws exactly the batches an uninterrupted one would."""
+    step = start
+    while True:
+        yield np.random.default_rng((seed, step)).integers(0, n_rows, batch_size)
+        step += 1
+
+
+def evals(history: list[dict]) -> list[dict]:
+    """The held-out evaluations in a history: [{"step", "accuracy", "n"}]."""
+    return [{"step": h["step"], "accuracy": h["eval_accuracy"], "n": int(h["eval_n"])}
+            for h in history if "eval_accuracy" in h]
+
+
+def train_sft(params, model: ModelConfig, tokenizer, task: Task, problems: Sequence[dict],
+              config: SFTConfig = SFTConfig(), run_dir: str | Path | None = None, *,
+              eval_problems: Sequence[dict] = (), max_new_tokens: int = 16, eval_batch_size: int = 64,
+              truncate: bool = False, options: RunOptions = RunOptions(), record: dict | None = None) -> TrainResult:
+    """`config.train.steps` SFT steps on random batches of `problems` through `lm.trainer.fit`.
+
+    Evaluates held-out accuracy on `eval_problems` (if any) before training, every
+    `config.train.eval_every` steps and at the end. With `run_dir`: metrics.jsonl, checkpoints
+    (resumable with `options.resume`) and run.json there.
+    """
+    data = sft_rows(tokenizer, task, problems, model, config, truncate)
     n_rows = data["input_ids"].shape[0]
-    train_config = config.train_config(model)
-    state = init_train_state(params, train_config, config.seed)
-    step_fn = jax.jit(functools.partial(sft_train_step, config=train_config, length_norm=config.length_norm,
-                                        norm_constant=config.norm_constant), donate_argnums=0)
-    rng = random.Random(config.seed)
-    history, evals = [], []
-    log = open(Path(run_dir) / "sft_metrics.jsonl", "w") if run_dir else None
+    tc = config.train_config(model)
+    plan = fine_tune_plan(functools.partial(sft_train_step, config=tc, length_norm=config.length_norm,
+                                            norm_constant=config.norm_constant), tc, params)
 
-    def record(rec):
-        history.append(rec)
-        if log:
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+    def batches(start: int):
+        return (plan.put_batch({k: v[idx] for k, v in data.items()})
+                for idx in random_rows(n_rows, tc.batch_size, tc.seed, start))
 
-    def evaluate(step):
-        r = evaluate_task(state["params"], model, tokenizer, task, eval_problems, max_new_tokens, eval_batch_size)
-        evals.append({"step": step, "accuracy": r["accuracy"], "n": r["n"]})
-        record({"step": step, "eval_accuracy": r["accuracy"], "eval_n": r["n"]})
+    def evaluate(state) -> dict:
+        r = evaluate_task(state.params, model, tokenizer, task, eval_problems, max_new_tokens, eval_batch_size)
+        return {"eval_accuracy": r["accuracy"], "eval_n": r["n"]}
 
-    if run_dir:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-    if eval_problems and eval_every:
-        evaluate(0)
-    bar = tqdm(range(config.steps), desc="sft", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        idx = np.array([rng.randrange(n_rows) for _ in range(config.batch_size)])
-        state, m = step_fn(state, {k: v[idx] for k, v in data.items()})
-        if (step + 1) % 10 == 0 or step + 1 == config.steps:
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
-            if not np.isfinite(m["loss"]):
-                raise FloatingPointError(f"SFT loss became {m['loss']} at step {step + 1}; lower optim.lr")
-            record({"step": step + 1, **m})
-            bar.set_postfix(loss=f"{m['loss']:.3f}")
-        if eval_problems and eval_every and (step + 1) % eval_every == 0 and step + 1 < config.steps:
-            evaluate(step + 1)
-    if eval_problems:
-        evaluate(config.steps)
-    if log:
-        log.close()
-    return {"state": state, "history": history, "evals": evals, "train_config": train_config}
+    loop = Loop(plan.train_step, batches, evaluate if eval_problems else None, "sft",
+                tokens_per_step=tc.batch_size * data["input_ids"].shape[1], bar_keys=("loss", "tokens_per_s"),
+                eval_at_start=bool(eval_problems) and tc.eval_every > 0, metrics_file="sft_metrics.jsonl")
+    return fit(loop, plan.init(params), tc, run_dir, record=record,
+               data=data_fingerprint(f"task {task.name}", problems), options=options)

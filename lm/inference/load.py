@@ -1,4 +1,4 @@
-"""Load a trained model from a run directory written by `experiments.pretrain` (or `lm.train.train`).
+"""Load a trained model from a run directory written by `experiments.pretrain` (or `lm.trainer.train`).
 
     params, config, tokenizer = load_run("runs/default-tiny")
 

@@ -1,34 +1,22 @@
 """Training on a device mesh: data, fully sharded, tensor and pipeline parallelism, multi-host.
 
-    from lm.parallel import ParallelConfig, make_plan
-    plan = make_plan(TrainConfig(parallel=ParallelConfig(fsdp=-1)))
-    state = plan.init(key); state, metrics = plan.train_step(state, plan.put_batch(batch))
+    from lm.trainer import pretrain_plan
+    plan = pretrain_plan(TrainConfig(parallel=ParallelConfig(fsdp=-1)))     # or lm.parallel.make_plan(init_fn,
+    state = plan.init(key); state, metrics = plan.train_step(state, plan.put_batch(batch))  # step_fn, eval_fn, ...)
 
 `rules.py` is the one table that maps the model's logical axis names to mesh
 axes; `mesh.py` builds the mesh; `sharding.py` derives NamedShardings for
-params, optimizer state and batches; `plan.py` jits the steps with them;
+params, optimizer state and batches; `plan.py` jits any step with them;
 `pipeline.py`, `ddp.py` and `zero1.py` are the shard_map versions with
 explicit collectives; `distributed.py` starts multi-process runs.
 """
 
 from lm.parallel.config import AXES, MODES, ParallelConfig
+from lm.parallel.distributed import initialize_distributed
 from lm.parallel.mesh import make_mesh, mesh_sizes
+from lm.parallel.plan import Plan, make_plan
 from lm.parallel.rules import ACTIVATION_RULES, PARAM_RULES, strategy_name
+from lm.parallel.sharding import activation_sharding, state_shardings
 
-_LAZY = {  # these import lm.train, which imports this package's config: load them on first use
-    "Plan": "lm.parallel.plan", "make_plan": "lm.parallel.plan",
-    "state_shardings": "lm.parallel.sharding", "activation_sharding": "lm.parallel.sharding",
-    "initialize_distributed": "lm.parallel.distributed", "is_main_process": "lm.parallel.distributed",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lm.parallel' has no attribute {name!r}")
-
-
-__all__ = ["ACTIVATION_RULES", "AXES", "MODES", "PARAM_RULES", "ParallelConfig", "make_mesh", "mesh_sizes",
-           "strategy_name", *_LAZY]
+__all__ = ["ACTIVATION_RULES", "AXES", "MODES", "PARAM_RULES", "ParallelConfig", "Plan", "activation_sharding",
+           "initialize_distributed", "make_mesh", "make_plan", "mesh_sizes", "state_shardings", "strategy_name"]

@@ -33,11 +33,11 @@ def local_grads(params, batch, config: TrainConfig, axis: str):
     return compute_grads(params, batch, config)
 
 
-def ddp_train_step(state: dict, batch: jax.Array, config: TrainConfig, mesh: Mesh):
+def ddp_train_step(state, batch: jax.Array, config: TrainConfig, mesh: Mesh):
     """One step on a global batch [batch, seq + 1] split over the `data` axis."""
 
     def body(state, rows):
-        loss, metrics, grads = local_grads(state["params"], rows, config, "data")
+        loss, metrics, grads = local_grads(state.params, rows, config, "data")
         grads = jax.lax.pmean(grads, "data")  # the all-reduce
         loss, metrics = average_metrics(loss, metrics, "data")
         return apply_gradients(state, grads, loss, metrics, config)

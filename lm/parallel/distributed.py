@@ -52,10 +52,6 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
     return True
 
 
-def is_main_process() -> bool:
-    return jax.process_index() == 0
-
-
 def to_host(tree):
     """NumPy copies of (possibly sharded, possibly multi-process) arrays, on every process.
 

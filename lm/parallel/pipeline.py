@@ -119,8 +119,8 @@ def pipeline_loss(params, batch, config: TrainConfig, mesh: Mesh, microbatches: 
     return loss, out
 
 
-def pipeline_train_step(state: dict, batch: jax.Array, config: TrainConfig, mesh: Mesh, microbatches: int):
+def pipeline_train_step(state, batch: jax.Array, config: TrainConfig, mesh: Mesh, microbatches: int):
     """One optimizer step with pipelined forward and backward; the update is `apply_gradients`."""
     grad_fn = jax.value_and_grad(pipeline_loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state["params"], batch, config, mesh, microbatches)
+    (loss, metrics), grads = grad_fn(state.params, batch, config, mesh, microbatches)
     return apply_gradients(state, grads, loss, metrics, config)

@@ -1,17 +1,23 @@
-"""A training plan: the mesh, the sharded init and the jitted steps for one TrainConfig.
+"""A plan: one kind of training step jitted for a device mesh, with its sharded init and batches.
 
-    plan = make_plan(config)               # validates the config against the devices
-    state = plan.init(key)                 # sharded from the start: jit(init, out_shardings=...)
+    mesh = make_mesh(ParallelConfig(fsdp=4, tensor=2))          # or ParallelConfig(): one device
+    plan = make_plan(init_fn, step_fn, eval_fn, logical=logical_axes(model), mesh=mesh,
+                     example=(key,), batch_size=16)
+    state = plan.init(key)                                        # sharded from the start
     state, metrics = plan.train_step(state, plan.put_batch(rows))
 
-`lm.train.train` uses a plan for every run. With the default ParallelConfig
-(every axis 1) the plan is the original single-device path, unchanged.
+Any step works: `step_fn(state, batch) -> (state, metrics)` over a state with a `params` entry
+(lm.train's TrainState) and a batch pytree whose leaves all lead with the batch dimension
+(pretraining's token windows, SFT's padded pairs, GRPO's scored rollouts). Parameters are
+sharded by the rules table from their logical axis names, optimizer state mirrors them, and every
+batch leaf is split by rows over the data-like axes. Nothing parallel is a one-device mesh, so
+there is one code path. The pretraining plans (DP, FSDP, TP, pipeline, shard_map DDP and ZeRO-1)
+are assembled in `lm.trainer.pretrain_plan`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Callable
 
@@ -19,49 +25,43 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from lm.model import logical_axes
-from lm.parallel.ddp import ddp_train_step
-from lm.parallel.mesh import make_mesh, mesh_sizes
-from lm.parallel.pipeline import check_pipeline, pipeline_train_step
-from lm.parallel.rules import check_model, strategy_name
+from lm.parallel.mesh import mesh_sizes
+from lm.parallel.rules import PARAM_RULES, strategy_name
 from lm.parallel.sharding import activation_sharding, batch_sharding, replicated, state_shardings
-from lm.parallel.zero1 import check_zero1, zero1_state_shardings, zero1_train_step
-from lm.train.config import TrainConfig
-from lm.train.step import compiled_steps, eval_step, init_state, train_step
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    config: TrainConfig
-    mesh: Mesh | None  # None: the single-device path
-    init: Callable  # key -> train state, placed as `state_shardings`
+    mesh: Mesh
+    init: Callable  # (*example) -> train state, placed as `state_shardings`
     train_step: Callable  # (state, global batch) -> (state, metrics); donates the state
-    eval_step: Callable  # (params, global batch) -> {"nll_sum", "tokens"}
-    state_shardings: Any = None
+    eval_step: Callable  # (params, global batch) -> the eval function's sums, replicated
+    state_shardings: Any
     rows: tuple[int, int] = (0, 1)  # this process reads rows index::count of every batch
     description: str = "single device"
 
     def place(self, state):
         """A train state made elsewhere (one device, a checkpoint) in this plan's shardings."""
-        return state if self.mesh is None else jax.device_put(state, self.state_shardings)
+        return jax.device_put(state, self.state_shardings)
 
-    def put_batch(self, rows: np.ndarray) -> jax.Array:
-        """This process's rows of a batch [batch / count, seq + 1] -> the global batch array."""
-        if self.mesh is None:
-            return rows
+    def put_batch(self, rows):
+        """This process's rows of a batch (a pytree of [batch / count, ...] arrays) -> global arrays."""
         sharding = batch_sharding(self.mesh)
-        shape = (rows.shape[0] * self.rows[1], *rows.shape[1:])
-        return jax.make_array_from_process_local_data(sharding, rows, shape)
 
-    def put_eval_batch(self, batch: np.ndarray) -> jax.Array:
+        def put(x):
+            x = np.asarray(x)
+            return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * self.rows[1], *x.shape[1:]))
+        return jax.tree.map(put, rows)
+
+    def put_eval_batch(self, batch):
         """A whole batch every process holds (validation): split over the data axes when it divides."""
-        if self.mesh is None:
-            return batch
-        sharding = batch_sharding(self.mesh)
         k = math.prod(mesh_sizes(self.mesh)[a] for a in ("data", "fsdp"))
-        if batch.shape[0] % k:
-            sharding = replicated(self.mesh)
-        return jax.make_array_from_callback(batch.shape, sharding, lambda index: batch[index])
+
+        def put(x):
+            x = np.asarray(x)
+            sharding = replicated(self.mesh) if x.shape[0] % k else batch_sharding(self.mesh)
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+        return jax.tree.map(put, batch)
 
 
 def process_rows(mesh: Mesh, batch_size: int) -> tuple[int, int]:
@@ -79,64 +79,42 @@ def process_rows(mesh: Mesh, batch_size: int) -> tuple[int, int]:
     return lo // size, batch_size // size
 
 
-def check_batch(config: TrainConfig, sizes: dict[str, int]) -> None:
+def check_batch(batch_size: int, grad_accum: int, sizes: dict[str, int]) -> None:
     k = sizes["data"] * sizes["fsdp"]
-    if config.batch_size % k or (config.batch_size // config.grad_accum) % k:
-        raise ValueError(f"batch_size={config.batch_size} (grad_accum={config.grad_accum}) must split evenly over "
+    if batch_size % k or (batch_size // grad_accum) % k:
+        raise ValueError(f"batch_size={batch_size} (grad_accum={grad_accum}) must split evenly over "
                          f"data x fsdp = {k} devices per microbatch; change --batch-size or the mesh")
 
 
-def make_plan(config: TrainConfig, devices=None) -> Plan:
-    """The plan for `config.parallel` on `devices` (default: all); raises ValueError if it cannot shard."""
-    par = config.parallel
-    if not par.enabled:
-        train, evaluate = compiled_steps(config)
-        init = functools.partial(jax.jit(init_state, static_argnums=0), config)
-        return Plan(config, None, init, train, evaluate)
-    mesh = make_mesh(par, devices)
+def make_plan(init_fn: Callable, step_fn: Callable, eval_fn: Callable | None, *, logical, mesh: Mesh,
+              example: tuple, batch_size: int, grad_accum: int = 1, rules: dict = PARAM_RULES,
+              shardings=None, constrain_step: bool = True, description: str | None = None) -> Plan:
+    """Jit `init_fn(*example)`, `step_fn(state, batch)` and `eval_fn(params, batch)` for `mesh`.
+
+    logical: the params' tree of logical-axis PartitionSpecs (`lm.model.logical_axes`); `rules` maps
+    them to mesh axes. `example`: init_fn's arguments (arrays or ShapeDtypeStructs), to derive the
+    state's shardings (`shardings` overrides them, as ZeRO-1 does). `constrain_step=False` leaves out
+    the model's activation constraints (for steps that are a shard_map of their own).
+    """
     sizes = mesh_sizes(mesh)
-    check_batch(config, sizes)
-    check_model(config.model, sizes)
-    rows = process_rows(mesh, config.batch_size)
-    rep = replicated(mesh)
-    key = jax.ShapeDtypeStruct((2,), np.uint32)
-    name = strategy_name(sizes) + ("" if par.mode == "jit" else f" ({par.mode}, shard_map)")
+    check_batch(batch_size, grad_accum, sizes)
+    if shardings is None:
+        shardings = state_shardings(jax.eval_shape(init_fn, *example), logical, mesh, rules)
+    rep, bsh = replicated(mesh), batch_sharding(mesh)
 
-    init_fn = functools.partial(init_state, config)
-    abstract = jax.eval_shape(init_fn, key)
-    if sizes["pipe"] > 1:
-        if sizes["fsdp"] > 1 or sizes["tensor"] > 1:
-            raise ValueError("pipeline parallelism combines with the data axis only; set fsdp and tensor to 1")
-        stages, micro = par.stages_microbatches(len(mesh.devices.flat))
-        check_pipeline(config, stages, micro, sizes["data"])
-        shardings = state_shardings(abstract, logical_axes(config.model), mesh)
-        step = functools.partial(pipeline_train_step, config=config, mesh=mesh, microbatches=micro)
+    def step(state, batch):
+        if not constrain_step:
+            return step_fn(state, batch)
+        with activation_sharding(mesh):
+            return step_fn(state, batch)
 
-        def evaluate(params, batch):
-            return eval_step(params, batch, config)
-        name += f", {micro} microbatches"
-    else:
-        if par.mode == "ddp":
-            shardings = jax.tree.map(lambda _: rep, abstract)
-            step = functools.partial(ddp_train_step, config=config, mesh=mesh)
-        elif par.mode == "zero1":
-            check_zero1(config)
-            shardings = zero1_state_shardings(abstract, mesh)
-            specs = jax.tree.map(lambda s: s.spec, shardings["opt_state"])
-            step = functools.partial(zero1_train_step, config=config, mesh=mesh, opt_specs=specs)
-        else:
-            shardings = state_shardings(abstract, logical_axes(config.model), mesh)
+    def evaluate(params, batch):
+        with activation_sharding(mesh):
+            return eval_fn(params, batch)
 
-            def step(state, batch):
-                with activation_sharding(mesh):
-                    return train_step(state, batch, config)
-
-        def evaluate(params, batch):
-            with activation_sharding(mesh):
-                return eval_step(params, batch, config)
-
-    bsh = batch_sharding(mesh)
     init = jax.jit(init_fn, out_shardings=shardings)
     train = jax.jit(step, in_shardings=(shardings, bsh), out_shardings=(shardings, rep), donate_argnums=0)
-    evaluate = jax.jit(evaluate, in_shardings=(shardings["params"], None), out_shardings=rep)
-    return Plan(config, mesh, init, train, evaluate, shardings, rows, name)
+    evaluate = None if eval_fn is None else jax.jit(evaluate, in_shardings=(shardings["params"], None),
+                                                    out_shardings=rep)
+    return Plan(mesh, init, train, evaluate, shardings, process_rows(mesh, batch_size),
+                description or strategy_name(sizes))

@@ -103,14 +103,14 @@ def check_model(model_config, sizes: dict[str, int]) -> None:
                              f"Choose --parallel.{axis} dividing {value}, or change --model.{field}")
 
 
-def param_specs(logical: dict, abstract_params: dict, sizes: dict[str, int]) -> dict:
+def param_specs(logical: dict, abstract_params: dict, sizes: dict[str, int], rules: dict = PARAM_RULES) -> dict:
     """PartitionSpecs of mesh axes for a params tree, checked against its shapes.
 
     `logical`: the tree of PartitionSpecs of logical names (`lm.model.logical_axes`);
     `abstract_params`: arrays or ShapeDtypeStructs of the same tree.
     """
     def one(path, names, leaf):
-        s = spec(tuple(names), PARAM_RULES, sizes)
+        s = spec(tuple(names), rules, sizes)
         check_divisible(leaf.shape, s, tuple(names), sizes, "parameter " + jax.tree_util.keystr(path))
         return s
 

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lm.model.sharding import sharding_rules
 from lm.parallel.mesh import mesh_sizes
-from lm.parallel.rules import activation_spec, param_specs
+from lm.parallel.rules import PARAM_RULES, activation_spec, param_specs
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -46,13 +46,15 @@ def mirror_param_shardings(tree, abstract_params, param_shardings, default):
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def state_shardings(abstract_state: dict, logical: dict, mesh: Mesh) -> dict:
-    """NamedShardings for {step, params, opt_state, rng} given the params' logical-name specs."""
-    specs = param_specs(logical, abstract_state["params"], mesh_sizes(mesh))
-    params = jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
-    rep = replicated(mesh)
-    opt = mirror_param_shardings(abstract_state["opt_state"], abstract_state["params"], params, rep)
-    return {"step": rep, "params": params, "opt_state": opt, "rng": rep}
+def state_shardings(abstract_state, logical: dict, mesh: Mesh, rules: dict = PARAM_RULES):
+    """NamedShardings for a train state (any pytree with a `params` entry: lm.train's TrainState)
+    given the params' logical-name specs: params by `rules`, optimizer leaves mirroring their
+    parameter, everything else (the step count) replicated. Same tree structure as the state."""
+    params = abstract_state["params"]
+    specs = param_specs(logical, params, mesh_sizes(mesh), rules)
+    shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+    out = mirror_param_shardings(abstract_state, params, shardings, replicated(mesh))
+    return {**out, "params": shardings} if isinstance(out, dict) else out  # a dict's params paths start "params"
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

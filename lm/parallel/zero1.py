@@ -39,14 +39,15 @@ def _spec(dim: int) -> PartitionSpec:
     return PartitionSpec() if dim == WHOLE else PartitionSpec(*([None] * dim + ["data"]))
 
 
-def zero1_state_shardings(abstract_state: dict, mesh: Mesh) -> dict:
-    """Params replicated; param-shaped optimizer state split by `shard_dims`; the rest replicated."""
+def zero1_state_shardings(abstract_state, mesh: Mesh):
+    """Params replicated; param-shaped optimizer state split by `shard_dims`; the rest replicated.
+    `abstract_state`: a TrainState (or its eval_shape); the result has its structure."""
     rep = NamedSharding(mesh, PartitionSpec())
-    dims = shard_dims(abstract_state["params"], mesh.shape["data"])
+    dims = shard_dims(abstract_state.params, mesh.shape["data"])
     split = jax.tree.map(lambda d: NamedSharding(mesh, _spec(d)), dims)
-    opt = mirror_param_shardings(abstract_state["opt_state"], abstract_state["params"], split, rep)
-    params = jax.tree.map(lambda _: rep, abstract_state["params"])
-    return {"step": rep, "params": params, "opt_state": opt, "rng": rep}
+    opt = mirror_param_shardings(abstract_state.opt_state, abstract_state.params, split, rep)
+    params = jax.tree.map(lambda _: rep, abstract_state.params)
+    return abstract_state._replace(step=rep, params=params, opt_state=opt)
 
 
 def check_zero1(config: TrainConfig) -> None:
@@ -55,16 +56,16 @@ def check_zero1(config: TrainConfig) -> None:
                          "device holding a slice cannot do; use mode 'jit' or 'ddp' with Muon")
 
 
-def zero1_train_step(state: dict, batch: jax.Array, config: TrainConfig, mesh: Mesh, opt_specs):
+def zero1_train_step(state, batch: jax.Array, config: TrainConfig, mesh: Mesh, opt_specs):
     """One step; `opt_specs` are the PartitionSpecs of the optimizer state (zero1_state_shardings)."""
     n = mesh.shape["data"]
-    dims = shard_dims(state["params"], n)
+    dims = shard_dims(state.params, n)
     clip = config.optim.grad_clip
     inner = build_optimizer(dataclasses.replace(config.optim, grad_clip=0.0), config.steps)
 
     def body(state, rows):
         me = jax.lax.axis_index("data")
-        loss, metrics, grads = local_grads(state["params"], rows, config, "data")
+        loss, metrics, grads = local_grads(state.params, rows, config, "data")
 
         def scatter(g, d):  # mean gradient of this device's slice
             return jax.lax.pmean(g, "data") if d == WHOLE else jax.lax.psum_scatter(
@@ -81,9 +82,9 @@ def zero1_train_step(state: dict, batch: jax.Array, config: TrainConfig, mesh: M
         if clip > 0:  # lm.optim.clip_by_global_norm's rule, with the norm of the whole gradient
             factor = clip / jnp.maximum(grad_norm, clip)
             grads = jax.tree.map(lambda g: (g * factor).astype(g.dtype), grads)
-        opt_state = state["opt_state"]
+        opt_state = state.opt_state
         inner_state = opt_state[1] if clip > 0 else opt_state
-        mine = jax.tree.map(own, state["params"], dims)
+        mine = jax.tree.map(own, state.params, dims)
         updates, inner_state = inner.update(grads, inner_state, mine)
         mine = optax.apply_updates(mine, updates)
         params = jax.tree.map(lambda p, d: p if d == WHOLE else jax.lax.all_gather(p, "data", axis=d, tiled=True),
@@ -91,10 +92,10 @@ def zero1_train_step(state: dict, batch: jax.Array, config: TrainConfig, mesh: M
         loss, metrics = average_metrics(loss, metrics, "data")
         metrics = dict(metrics, loss=loss, grad_norm=grad_norm, param_norm=global_norm(params))
         opt_state = (opt_state[0], inner_state) if clip > 0 else inner_state
-        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}, metrics
+        return state._replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     rep = PartitionSpec()
-    state_specs = {"step": rep, "params": rep, "opt_state": opt_specs, "rng": rep}
+    state_specs = state._replace(step=rep, params=rep, opt_state=opt_specs)
     # check_vma=False: all_gather's result is the same on every device, but jax 0.10's type checker
     # cannot tell (its all_gather_invariant is private); the equivalence tests check it instead.
     return jax.shard_map(body, mesh=mesh, in_specs=(state_specs, PartitionSpec("data")),

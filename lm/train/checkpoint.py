@@ -1,19 +1,23 @@
 """Orbax checkpoints of the train state, the data iterator position and the config.
 
 A checkpoint directory holds one sub-directory per saved step, each with three
-items: `state` (params, optimizer state, step, RNG), `data` (the grain
+items: `state` (step, params, optimizer state: `TrainState.to_tree`), `data` (the grain
 iterator state, JSON) and `config` (the run's config, JSON). Saves are
 asynchronous: training continues while the arrays are written.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from lm.train.state import TrainState, as_train_state
 
 
 def checkpoint_manager(directory: str | os.PathLike, keep: int = 2, async_save: bool = True) -> ocp.CheckpointManager:
@@ -27,12 +31,43 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: Any, data_
     manager.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.StandardSave(_stored(state)),
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config),
         ),
         force=True,
     )
+
+
+def _stored(state):
+    """What a checkpoint holds for a state: a TrainState (or a dict holding one's fields) as its dict."""
+    try:
+        return as_train_state(state).to_tree()
+    except TypeError:
+        return state
+
+
+def _saved_extras(step_dir: Path) -> dict:
+    """{name: ShapeDtypeStruct} of top-level state entries saved beside step/params/opt_state (the
+    "rng" of checkpoints written before TrainState), so that a restore can read and drop them."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns about a metadata file it does not need
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            meta = checkpointer.metadata(step_dir.absolute() / "state").item_metadata
+        extras = {k: v for k, v in dict(meta).items() if k not in TrainState._fields}
+        return {k: jax.ShapeDtypeStruct(tuple(v.shape), np.dtype(v.dtype)) for k, v in extras.items()}
+    except Exception:  # unreadable metadata (a damaged step): the restore itself reports what is wrong
+        return {}
+    finally:
+        absl.setLevel(level)
+
+
+def _short(e: Exception, limit: int = 300) -> str:
+    """An exception's first line, cut to `limit` characters (orbax's can embed pages of storage spec)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def _restore_target(leaf) -> jax.ShapeDtypeStruct:
@@ -55,7 +90,10 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: Any, step: int 
     step = manager.latest_step() if step is None else step
     if step is None:
         return None
-    abstract = jax.tree.map(_restore_target, template)
+    typed = isinstance(template, TrainState)
+    stored = _stored(template)
+    extras = _saved_extras(Path(manager.directory) / str(step)) if isinstance(stored, dict) else {}
+    abstract = jax.tree.map(_restore_target, {**stored, **extras})
     try:
         restored = manager.restore(
             step,
@@ -65,10 +103,12 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: Any, step: int 
         )
     except Exception as e:  # orbax raises many types for missing or damaged files
         raise ValueError(
-            f"checkpoint step {step} in {manager.directory} cannot be restored ({type(e).__name__}: {e}). "
+            f"checkpoint step {step} in {manager.directory} cannot be restored ({_short(e)}). "
             "It may be corrupt or from a different config; delete that step's folder to fall back to an "
             "earlier one, or start fresh without --resume"
         ) from None
-    leaves = jax.tree.leaves(restored["state"])
-    state = jax.tree.unflatten(jax.tree.structure(template), leaves)
-    return state, dict(restored["data"]), dict(restored["config"])
+    saved = restored["state"]
+    if extras:
+        saved = {k: v for k, v in saved.items() if k not in extras}
+    state = jax.tree.unflatten(jax.tree.structure(stored), jax.tree.leaves(saved))
+    return (as_train_state(state) if typed else state), dict(restored["data"]), dict(restored["config"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from lm.config import check_positive
 from lm.model import ModelConfig
 from lm.optim import OptimizerConfig
 from lm.parallel.config import ParallelConfig
@@ -27,23 +28,20 @@ class TrainConfig:
     # token is predicted from the previous one. -1: the corpus has no such token, windows are one sequence.
     eot_token: int = -1
     document_mask: bool = True
-    eval_every: int = 200
+    eval_every: int = 200  # steps between evaluations (0: only at the end)
     eval_batches: int = 20  # validation batches per evaluation (0: the whole split)
     log_every: int = 10
     save_every: int = 500
     keep_checkpoints: int = 2
     async_checkpoints: bool = True
-    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0 measures a matmul at start-up
+    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: published, or measured once and cached
     tensorboard: bool = False
     # Mesh axes and collectives (`--parallel.fsdp 8`); the default is one device, unsharded.
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
 
     def __post_init__(self):
-        positive = ("steps", "batch_size", "grad_accum", "log_every", "save_every", "keep_checkpoints", "eval_every")
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        check_positive(self, "steps", "batch_size", "grad_accum", "log_every", "save_every", "keep_checkpoints")
+        check_positive(self, "eval_every", zero=True)
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"TrainConfig.batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum} "

@@ -1,6 +1,6 @@
 """What a run will cost before it runs: compile the train step ahead of time, allocate nothing.
 
-    report = plan_report(TrainConfig(model=get_preset("gpt2-small"), batch_size=8))
+    report = plan_report(TrainConfig(model=get_preset("gpt2-small"), batch_size=8))   # lm.trainer.report
     print(format_report(report))
     python -m experiments.pretrain --preset 1b --batch-size 8 --dry-run
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 
 import jax
 import numpy as np
@@ -53,7 +52,7 @@ def xla_flops_per_token(config: TrainConfig) -> float:
     return float(cost["flops"]) / c.tokens_per_step
 
 
-def _memory(compiled) -> dict:
+def memory_analysis(compiled) -> dict:
     m = compiled.memory_analysis()
     if m is None:
         return {}
@@ -61,53 +60,6 @@ def _memory(compiled) -> dict:
     # Outputs that alias donated arguments (the new train state) need no memory of their own.
     out["peak_estimate"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
     return out
-
-
-def plan_report(config: TrainConfig, devices=None, *, xla_flops: bool = True) -> dict:
-    """Compile `config`'s train step for its mesh without allocating arrays; return the report as a dict.
-
-    Keys: strategy, devices, params, flops_per_token (config), xla_flops_per_token (None when not
-    asked for), flops_ratio, memory (bytes per device: argument, output, temp, alias,
-    peak_estimate), device_memory (bytes, or None when the device does not say), lower_s, compile_s.
-    Raises ValueError when the config cannot shard on the devices (the plan says why).
-    """
-    from lm.parallel.plan import make_plan  # above lm.train in the import graph, like the loop's use of it
-
-    plan = make_plan(config, devices)
-    key = jax.ShapeDtypeStruct((2,), np.uint32)
-    state = jax.eval_shape(plan.init, key)
-    if plan.mesh is not None:
-        from lm.parallel.sharding import batch_sharding
-
-        state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state,
-                             plan.state_shardings)
-        batch = jax.ShapeDtypeStruct((config.batch_size, config.model.context_length + 1), np.int32,
-                                     sharding=batch_sharding(plan.mesh))
-    else:
-        batch = jax.ShapeDtypeStruct((config.batch_size, config.model.context_length + 1), np.int32)
-    t0 = time.perf_counter()
-    lowered = plan.train_step.lower(state, batch)
-    t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
-    mine = config.model.flops_per_token()
-    theirs = xla_flops_per_token(config) if xla_flops else None
-    device = (plan.mesh.devices.flat[0] if plan.mesh is not None else (devices or jax.devices())[0])
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    return {
-        "strategy": plan.description,
-        "devices": 1 if plan.mesh is None else plan.mesh.size,
-        "device_kind": device.device_kind,
-        "params": config.model.num_params(),
-        "tokens_per_step": config.tokens_per_step,
-        "flops_per_token": mine,
-        "xla_flops_per_token": theirs,
-        "flops_ratio": None if theirs is None else theirs / mine,
-        "memory": _memory(compiled),
-        "device_memory": (stats or {}).get("bytes_limit"),
-        "lower_s": t1 - t0,
-        "compile_s": t2 - t1,
-    }
 
 
 def format_report(r: dict) -> str:

@@ -1,7 +1,6 @@
 """The train state and the jit-compiled train and eval steps.
 
-The state is a plain dict pytree {"step", "params", "opt_state", "rng"} so that
-optax, orbax and sharding code all see an ordinary tree. Parameters and
+The state is a `TrainState` (lm.train.state): step, params, opt_state. Parameters and
 optimizer state stay float32; the model config's `dtype` sets compute
 precision (bf16 mixed precision is `ModelConfig(dtype="bfloat16")`).
 """
@@ -9,8 +8,6 @@ precision (bf16 mixed precision is `ModelConfig(dtype="bfloat16")`).
 from __future__ import annotations
 
 import functools
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,8 +17,8 @@ from lm.model.documents import first_token_mask, segment_ids
 from lm.optim import build_optimizer, global_norm
 from lm.train.config import TrainConfig
 from lm.train.loss import cross_entropy, linear_cross_entropy
+from lm.train.state import TrainState
 
-TrainState = dict[str, Any]
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -30,10 +27,17 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 def init_state(config: TrainConfig, key: jax.Array) -> TrainState:
     """Fresh parameters and optimizer state. `key` is a raw uint32 PRNG key."""
-    init_key, run_key = jax.random.split(key)
+    init_key, _ = jax.random.split(key)  # the split keeps a seed's parameters what they have always been
     params = init(config.model, init_key)
-    opt_state = make_optimizer(config).init(params)
-    return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": opt_state, "rng": run_key}
+    return TrainState(jnp.zeros([], jnp.int32), params, make_optimizer(config).init(params))
+
+
+def fine_tune_state(params, config: TrainConfig) -> TrainState:
+    """A train state around a copy of existing `params` (a fine-tuning start) with fresh optimizer state.
+    The copy matters under jit: an output that is an input unchanged comes back as the same buffer,
+    which the first (donating) step would then free under the caller."""
+    params = jax.tree.map(jnp.copy, params)
+    return TrainState(jnp.zeros([], jnp.int32), params, make_optimizer(config).init(params))
 
 
 def head_loss(model, hidden, targets: jax.Array, config: TrainConfig, z_loss: float, mask=None):
@@ -94,19 +98,18 @@ def compute_grads(params, batch, config: TrainConfig):
 
 def train_step(state: TrainState, batch: jax.Array, config: TrainConfig) -> tuple[TrainState, dict]:
     """One optimizer step on int32 batch [batch_size, context_length + 1]."""
-    loss, metrics, grads = compute_grads(state["params"], batch, config)
+    loss, metrics, grads = compute_grads(state.params, batch, config)
     return apply_gradients(state, grads, loss, metrics, config)
 
 
 def apply_gradients(state: TrainState, grads, loss, metrics: dict, config: TrainConfig) -> tuple[TrainState, dict]:
     """The optimizer update and the step's metrics (lm.parallel calls it after its own collectives)."""
     optimizer = make_optimizer(config)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
     # The loss certifies the old params only; the new params' norm certifies what gets saved.
     metrics = dict(metrics, loss=loss, grad_norm=global_norm(grads), param_norm=global_norm(params))
-    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
-    return new_state, metrics
+    return TrainState(state.step + 1, params, opt_state), metrics
 
 
 def eval_step(params, batch: jax.Array, config: TrainConfig) -> dict:

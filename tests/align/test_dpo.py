@@ -12,6 +12,7 @@ from lm.align.logprobs import sequence_logprobs
 from lm.align.sft import init_train_state
 from lm.align.step import accumulate
 from lm.optim import OptimizerConfig
+from lm.train import TrainConfig
 from tests.align import tiny
 
 PROMPTS = [[10, 11, 12], [20, 21], [30, 31, 32, 33], [40]]
@@ -30,8 +31,8 @@ def batch(params):
 def test_dpo_training_prefers_chosen():
     params = tiny.params()
     b = batch(params)
-    cfg = DPOConfig(steps=15, batch_size=4, beta=0.5,
-                    optim=OptimizerConfig(lr=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.0))
+    cfg = DPOConfig(beta=0.5, train=TrainConfig(steps=15, batch_size=4, optim=OptimizerConfig(
+        lr=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.0)))
     tc = cfg.train_config(tiny.CONFIG)
     state = init_train_state(params, tc)
     step = jax.jit(functools.partial(dpo_train_step, config=tc, beta=cfg.beta))
@@ -50,7 +51,7 @@ def test_dpo_training_prefers_chosen():
 def test_dpo_microbatches_match_full_batch():
     params = tiny.params()
     b = batch(params)
-    tc = DPOConfig(batch_size=4, grad_accum=2).train_config(tiny.CONFIG)
+    tc = DPOConfig(train=TrainConfig(batch_size=4, grad_accum=2)).train_config(tiny.CONFIG)
     # perturb the reference so the loss is not at its symmetric point
     b = dict(b, ref_chosen=b["ref_chosen"] - 1.0)
     full = jax.jit(lambda p, bb: accumulate(lambda p, bb: dpo_batch_loss(p, bb, tc, 0.1), p, bb, 1))(params, b)

@@ -9,21 +9,24 @@ from experiments.align_arithmetic import PipelineConfig, run_pipeline
 from experiments.dpo import DPORun, run_dpo
 from experiments.grpo import GRPORun
 from experiments.grpo import main as grpo_main
-from experiments.sft import SFTRun, parse_config
+from experiments.sft import SFTRun
 from experiments.sft import main as sft_main
 from lm.align.config import DPOConfig, GRPOConfig
 from lm.align.tasks import GSM8K_CHAT, task_problems
+from lm.config import parse_config
+from lm.train import TrainConfig
 
 
 def test_flags_reach_nested_configs_and_keep_fine_tuning_defaults():
-    c = parse_config(SFTRun, ["--init", "runs/x", "--sft.steps", "7", "--sft.optim.lr", "1e-4", "--task", "arithmetic"])
-    assert c.sft.steps == 7 and c.sft.optim.lr == 1e-4 and c.task == "arithmetic"
-    assert c.sft.optim.weight_decay == 0.0  # the fine-tuning default, not pretraining's 0.1
+    c = parse_config(SFTRun, ["--init", "runs/x", "--sft.train.steps", "7", "--sft.train.optim.lr", "1e-4",
+                              "--task", "arithmetic"])
+    assert c.sft.train.steps == 7 and c.sft.train.optim.lr == 1e-4 and c.task == "arithmetic"
+    assert c.sft.train.optim.weight_decay == 0.0  # the fine-tuning default, not pretraining's 0.1
     g = parse_config(GRPORun, ["--init", "runs/x", "--grpo.loss_type", "reinforce_with_baseline",
                                "--grpo.normalize_std", "false", "--grpo.length_norm", "constant"])
     assert g.grpo.loss_type == "reinforce_with_baseline" and not g.grpo.normalize_std
-    p = parse_config(PipelineConfig, ["--model.d_model", "32", "--grpo.steps", "3"])
-    assert p.model.d_model == 32 and p.model.vocab_size == 257 and p.grpo.steps == 3
+    p = parse_config(PipelineConfig, ["--model.d_model", "32", "--grpo.train.steps", "3"])
+    assert p.model.d_model == 32 and p.model.vocab_size == 257 and p.grpo.train.steps == 3
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
@@ -40,8 +43,8 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 
 
 def _small(tmp_path, **kw):
-    grpo = GRPOConfig(steps=2, prompts_per_step=4, group_size=4, train_batch_size=16, max_new_tokens=5,
-                      eval_every=1)
+    grpo = GRPOConfig(prompts_per_step=4, group_size=4, max_new_tokens=5,
+                      train=TrainConfig(steps=2, batch_size=16, eval_every=1, log_every=1))
     return PipelineConfig(out=str(tmp_path), name="p", pretrain_steps=20, pretrain_lines=2000, sft_steps=10,
                           n_eval=16, sampled_draws=1, grpo=grpo, **kw)
 
@@ -59,7 +62,7 @@ def test_pipeline_runs_every_stage_and_writes_its_report(tmp_path):
     # Stages chain through saved checkpoints: DPO starts from the SFT run directory.
     dpo = run_dpo(DPORun(init=str(root / "sft"), out=str(tmp_path), name="dpo", n_train=64, n_eval=16,
                          eval_batch_size=16, save=False,
-                         dpo=DPOConfig(steps=3, batch_size=8)),
+                         dpo=DPOConfig(train=TrainConfig(steps=3, batch_size=8))),
                   progress=False)
     assert dpo["train_pairs"] >= 8 and dpo["n_eval"] == 16
     assert json.loads((tmp_path / "dpo" / "summary.json").read_text())["steps"] == 3

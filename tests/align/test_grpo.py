@@ -10,12 +10,15 @@ from lm.align.config import GRPOConfig
 from lm.align.data import tokenize_pairs
 from lm.align.grpo import batch_logprobs, grpo_train_step
 from lm.align.grpo_loop import train_grpo
+from lm.align.sft_loop import evals
 from lm.align.logprobs import masked_sum
 from lm.align.rollout import rollout
 from lm.align.sft import init_train_state
 from lm.align.tasks import Task
 from lm.inference import SamplingConfig
 from lm.optim import OptimizerConfig
+from lm.train import TrainConfig
+from lm.trainer import RunOptions
 from tests.align import tiny
 
 OPTIM = OptimizerConfig(lr=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.0)
@@ -56,8 +59,8 @@ def _synthetic_batch(loss_type):
 @pytest.mark.parametrize("loss_type", ["no_baseline", "reinforce_with_baseline", "grpo_clip"])
 def test_grpo_step_raises_rewarded_log_probs(loss_type):
     b, rewards = _synthetic_batch(loss_type)
-    config = GRPOConfig(prompts_per_step=2, group_size=4, train_batch_size=8, loss_type=loss_type, epochs=3,
-                        optim=OPTIM, max_new_tokens=4)
+    config = GRPOConfig(prompts_per_step=2, group_size=4, loss_type=loss_type, epochs=3, max_new_tokens=4,
+                        train=TrainConfig(batch_size=8, optim=OPTIM))
     tc = config.train_config(tiny.CONFIG)
     state = init_train_state(tiny.params(), tc)
     old = batch_logprobs(state["params"], b["input_ids"], b["labels"], model=tiny.CONFIG)
@@ -85,8 +88,8 @@ def test_kl_penalty_pulls_back_toward_the_reference():
     b.update(old_log_probs=ref, ref_log_probs=ref)
     moved = {}
     for kl in (0.0, 5.0):
-        config = GRPOConfig(prompts_per_step=2, group_size=4, train_batch_size=8, kl_coef=kl, optim=OPTIM,
-                            max_new_tokens=4)
+        config = GRPOConfig(prompts_per_step=2, group_size=4, kl_coef=kl, max_new_tokens=4,
+                            train=TrainConfig(batch_size=8, optim=OPTIM))
         tc = config.train_config(tiny.CONFIG)
         state = init_train_state(params, tc)
         for _ in range(4):
@@ -111,10 +114,12 @@ class LowBytesTask(Task):
 def test_train_grpo_loop_raises_reward_and_logs():
     task = LowBytesTask("low-bytes", prompt_template="{question}")
     problems = [{"question": f"q{i}", "answer": "0"} for i in range(8)]
-    config = GRPOConfig(steps=6, prompts_per_step=4, group_size=8, train_batch_size=16, epochs=2,
-                        max_new_tokens=6, eval_every=0, optim=OPTIM, length_norm="token", normalize_std=False)
+    config = GRPOConfig(prompts_per_step=4, group_size=8, epochs=2, max_new_tokens=6, length_norm="token",
+                        normalize_std=False, train=TrainConfig(steps=6, batch_size=16, eval_every=0, optim=OPTIM,
+                                                               log_every=1))
     result = train_grpo(tiny.params(), tiny.CONFIG, tiny.tokenizer(), task, problems, config,
-                        eval_problems=problems[:4], eval_batch_size=4, progress=False)
+                        eval_problems=problems[:4], eval_batch_size=4, options=RunOptions(progress=False))
+    result = {"history": result.history, "evals": evals(result.history)}
     train = [h for h in result["history"] if "reward" in h]
     assert len(train) == 6 and [h["step"] for h in train] == list(range(1, 7))
     assert train[0]["kl_to_ref"] == pytest.approx(0.0, abs=1e-6)  # the first rollout is the reference itself
@@ -124,14 +129,15 @@ def test_train_grpo_loop_raises_reward_and_logs():
     for key in ("loss", "entropy", "clip_fraction", "response_tokens", "reward_std_within_group"):
         assert np.isfinite(train[-1][key])
     with pytest.raises(ValueError, match="fewer than prompts_per_step"):
-        train_grpo(tiny.params(), tiny.CONFIG, tiny.tokenizer(), task, problems[:2], config, progress=False)
+        train_grpo(tiny.params(), tiny.CONFIG, tiny.tokenizer(), task, problems[:2], config)
 
 
 def test_grpo_config_validation():
     with pytest.raises(ValueError, match="must divide the rollout batch"):
-        GRPOConfig(prompts_per_step=3, group_size=4, train_batch_size=8)
+        GRPOConfig(prompts_per_step=3, group_size=4, train=TrainConfig(batch_size=8))
     with pytest.raises(ValueError, match="group_size"):
-        GRPOConfig(group_size=1, train_batch_size=16)
+        GRPOConfig(group_size=1, train=TrainConfig(batch_size=16))
     with pytest.raises(ValueError, match="loss_type"):
         GRPOConfig(loss_type="ppo")
-    assert GRPOConfig(steps=10, prompts_per_step=4, group_size=8, train_batch_size=16, epochs=2).optimizer_steps == 40
+    assert GRPOConfig(prompts_per_step=4, group_size=8, epochs=2,
+                      train=TrainConfig(steps=10, batch_size=16)).optimizer_steps == 40

@@ -11,6 +11,7 @@ from lm.align.data import tokenize_pairs
 from lm.align.sft import init_train_state, sft_loss, sft_train_step
 from lm.align.step import accumulate, loss_weights
 from lm.optim import OptimizerConfig
+from lm.train import TrainConfig
 from lm.train.loss import cross_entropy
 from tests.align import tiny
 
@@ -25,7 +26,7 @@ def batch():
 
 def train_config(**kw):
     optim = OptimizerConfig(lr=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.0)
-    return SFTConfig(**{"steps": 30, "batch_size": 4, "optim": optim, **kw}).train_config(tiny.CONFIG)
+    return SFTConfig(train=TrainConfig(**{"steps": 30, "batch_size": 4, "optim": optim, **kw})).train_config(tiny.CONFIG)
 
 
 def test_sft_loss_is_masked_cross_entropy():
@@ -101,9 +102,9 @@ def test_gradient_accumulation_matches_the_full_batch():
 
 def test_sft_config_validation():
     with pytest.raises(ValueError, match="divisible by grad_accum"):
-        SFTConfig(batch_size=6, grad_accum=4)
+        SFTConfig(train=TrainConfig(batch_size=6, grad_accum=4))
     with pytest.raises(ValueError, match="length_norm"):
         SFTConfig(length_norm="per-word")
     with pytest.raises(ValueError, match="steps"):
-        SFTConfig(steps=0)
+        SFTConfig(train=TrainConfig(steps=0))
     assert dataclasses.replace(SFTConfig(), pack=True).pack

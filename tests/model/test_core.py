@@ -10,7 +10,8 @@ import pytest
 
 from lm.model import GPU_PRESETS, forward, get_preset, init, logical_axes
 from lm.train.config import TrainConfig
-from lm.train.report import plan_report, xla_flops_per_token
+from lm.train.report import xla_flops_per_token
+from lm.trainer.report import plan_report
 from lm.train.step import init_state, loss_fn, train_step
 from tests.inference.tiny import random_params
 

@@ -15,13 +15,13 @@ from jax.sharding import PartitionSpec as P
 from experiments.pretrain import parse_config
 from lm.model import forward, get_preset, init, logical_axes
 from lm.model.sharding import constrain, sharding_rules
-from lm.parallel import ParallelConfig, make_plan
+from lm.parallel import ParallelConfig
 from lm.parallel.distributed import distributed_settings
 from lm.parallel.rules import ACTIVATION_RULES, PARAM_RULES, check_model, param_specs, spec
 from lm.parallel.sharding import mirror_param_shardings
 from lm.parallel.zero1 import WHOLE, shard_dims
 from lm.train import TrainConfig
-from lm.train.step import compiled_steps
+from lm.trainer import pretrain_plan as make_plan
 
 TINY = dataclasses.replace(get_preset("tiny"), vocab_size=64, context_length=8, d_model=32, n_layers=2, n_heads=4,
                            n_kv_heads=2, d_ff=64)
@@ -32,9 +32,11 @@ def test_default_is_the_single_device_path():
     config = TrainConfig(model=TINY)
     assert not config.parallel.enabled
     plan = make_plan(config)
-    assert plan.mesh is None and plan.train_step is compiled_steps(config)[0]
+    # Nothing parallel is a one-device mesh: the same code path, no `mesh is None` branch.
+    assert plan.mesh.size == 1 and plan.train_step is make_plan(config).train_step  # compiled once per config
     batch = np.zeros((2, 9), np.int32)
-    assert plan.put_batch(batch) is batch and plan.rows == (0, 1)
+    np.testing.assert_array_equal(plan.put_batch(batch), batch)
+    assert plan.rows == (0, 1) and plan.description == "single device"
 
 
 def test_flags_reach_the_parallel_config():

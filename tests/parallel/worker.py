@@ -18,10 +18,11 @@ import numpy as np
 from lm.data import batch_at
 from lm.model import get_preset
 from lm.optim import OptimizerConfig
-from lm.parallel import ParallelConfig, make_plan
+from lm.parallel import ParallelConfig
 from lm.parallel.sharding import bytes_per_device
-from lm.train import TrainConfig
+from lm.train import TrainConfig, TrainState
 from lm.train.step import init_state, make_optimizer
+from lm.trainer import pretrain_plan as make_plan
 
 # Small enough to compile quickly; 2 layers so that 2 pipeline stages each hold one; 4 heads and
 # 2 kv heads so that a tensor axis of 2 splits both.
@@ -50,7 +51,7 @@ def tokens() -> np.ndarray:
 def train(plan, state, data):
     history = []
     for step in range(STEPS):
-        batch = batch_at(data, step, plan.config.batch_size, MODEL.context_length, plan.config.seed)
+        batch = batch_at(data, step, 16, MODEL.context_length, 0)  # config()'s batch size and seed
         state, metrics = plan.train_step(state, plan.put_batch(batch))
         history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
     return state, history
@@ -77,8 +78,7 @@ def initial_state(cfg: TrainConfig) -> dict:
 
     params = jax.tree_util.tree_map_with_path(draw, abstract["params"])
     opt_state = jax.device_get(make_optimizer(cfg).init(params))
-    return {"step": np.zeros([], np.int32), "params": params, "opt_state": opt_state,
-            "rng": np.asarray(jax.random.PRNGKey(1))}
+    return TrainState(np.zeros([], np.int32), params, opt_state)
 
 
 def strategies(names) -> dict:

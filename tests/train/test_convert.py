@@ -18,9 +18,10 @@ from lm.config import from_dict
 from lm.data import TokenData
 from lm.inference.load import load_run
 from lm.model import forward
-from lm.train import TrainConfig, init_state, train
+from lm.train import TrainConfig, init_state
 from lm.train.checkpoint import checkpoint_manager, restore_checkpoint
 from lm.train.convert import legacy_template, saved_layout
+from lm.trainer import train
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "old_layout_run"
 N_LAYERS = 2
@@ -102,7 +103,8 @@ def test_optimizer_moments_are_stacked_too(converted):
     old_manager.close()
     assert new_data == old_data == {"next_index": 4}
     assert int(new["step"]) == int(old["step"]) == 4
-    np.testing.assert_array_equal(np.asarray(new["rng"]), np.asarray(old["rng"]))
+    # The legacy fixture also saved an "rng" no step read; it is dropped as the state loads.
+    assert type(new).__name__ == type(old).__name__ == "TrainState" and "rng" not in new._fields
 
     def adam(state):
         found = [s for s in jax.tree.leaves(state["opt_state"], is_leaf=lambda s: hasattr(s, "mu"))

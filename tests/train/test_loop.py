@@ -10,7 +10,8 @@ import pytest
 from lm.data import TokenData
 from lm.model import get_preset
 from lm.optim import OptimizerConfig
-from lm.train import TrainConfig, train
+from lm.train import TrainConfig
+from lm.trainer import train
 from lm.train.checkpoint import checkpoint_manager, restore_checkpoint
 
 MODEL = dataclasses.replace(get_preset("tiny"), vocab_size=64, context_length=16, d_model=32, n_layers=2,
