@@ -1,9 +1,9 @@
 """Causal attention speed on a GPU: our Pallas FlashAttention-2 against naive XLA attention and
 jax.nn.dot_product_attention (XLA and cuDNN), forward and forward+backward, bf16.
 
-    python benchmarks/attention.py                  # seq 512..16k, head dims 64 and 128; writes RESULTS.md
-    python benchmarks/attention.py --tune           # also try a few block sizes for ours, keep the best
-    python benchmarks/attention.py --seqs 8192 --head-dims 128 --no-write
+    python -m benchmarks.attention                  # seq 512..16k, head dims 64 and 128; writes RESULTS.md
+    python -m benchmarks.attention --tune           # also try a few block sizes for ours, keep the best
+    python -m benchmarks.attention --seqs 8192 --head-dims 128 --no-write
 
 Each configuration has 16k tokens (batch = 16384 // seq) and 2048 model dims (32 heads of 64 or
 16 of 128). "naive" is the model's own XLA path (`lm.model.attention(..., impl="xla")`, which
@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+
+from benchmarks.gpu import compile_fn, require_gpu, time_interleaved
+from benchmarks.results import markdown_table, write_section
+from lm.cli_env import prepare_process
+from lm.kernels.flash_attention import BlockSizes, default_block_sizes, flash_attention
+from lm.model.attention import attention
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from benchmarks.gpu import compile_fn, require_gpu, time_interleaved  # noqa: E402
-from benchmarks.results import markdown_table, write_section  # noqa: E402
-from lm.kernels.flash_attention import BlockSizes, default_block_sizes, flash_attention  # noqa: E402
-from lm.model.attention import attention  # noqa: E402
 
 TOKENS, WIDTH = 16384, 2048
 TARGET_SEQ, TARGET_VS_CUDNN, TARGET_VS_NAIVE = 8192, 0.9, 3.0
@@ -118,7 +115,7 @@ def main(argv=None) -> None:
         print(markdown_table(HEADER, rows[-len(impls):]), flush=True)
 
     body = "\n".join([
-        "## Kernels: flash attention (`python benchmarks/attention.py" + (" --tune" if a.tune else "") + "`)",
+        "## Kernels: flash attention (`python -m benchmarks.attention" + (" --tune" if a.tune else "") + "`)",
         "", f"Device: {device.device_kind}, jax {jax.__version__}, bf16, causal, 16k tokens per step, "
         "2048 model dims. Speed is the forward+backward time relative to ours (higher: ours is faster).", "",
         markdown_table(HEADER, rows), "", *summary])
@@ -131,4 +128,5 @@ HEADER = ["seq", "head dim", "batch", "implementation", "fwd ms", "fwd TFLOP/s",
           "memory MiB", "ours faster by"]
 
 if __name__ == "__main__":
+    prepare_process()
     main()

@@ -1,6 +1,6 @@
 """Compile time of the jitted train step, layers scanned against unrolled, by depth.
 
-    python benchmarks/compile_time.py [--layers 4 12 24] [--runs 3] [--batch 8] [--steps 2] [--write]
+    python -m benchmarks.compile_time [--layers 4 12 24] [--runs 3] [--batch 8] [--steps 2] [--write]
 
 The model is the `bench` preset (d_model 256, 8 heads, d_ff 1024, vocab 10,000,
 context 256) at each `--layers` depth, float32, AdamW with clipping (the
@@ -43,9 +43,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 from benchmarks.results import machine_description, markdown_table, write_section
+from lm.cli_env import prepare_process
+
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("unrolled", "scanned")
 SCAN_TARGET = 1.5  # the scanned compile should grow by at most this much from the smallest to the largest depth
@@ -103,7 +104,7 @@ def worker(layers: int, variant: str, batch: int, steps: int) -> dict:
 
 
 def _run_worker(layers: int, variant: str, batch: int, steps: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", variant, "--layers", str(layers),
+    cmd = [sys.executable, "-m", "benchmarks.compile_time", "--worker", variant, "--layers", str(layers),
            "--batch", str(batch), "--steps", str(steps)]
     env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO, env=env)
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
         import jax
 
         body = "\n".join([
-            "## Compile time (`python benchmarks/compile_time.py`)", "",
+            "## Compile time (`python -m benchmarks.compile_time`)", "",
             (f"Machine: {machine_description()}; jax {jax.__version__}. `bench` preset (d_model 256, 8 heads, "
              f"d_ff 1024, vocab 10,000, context 256) at {', '.join(map(str, layers))} layers, batch {args.batch}, "
              "float32, AdamW + clipping. The jitted train step is lowered from abstract arguments and compiled "
@@ -193,4 +194,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

@@ -2,7 +2,7 @@
 against datasketch on the same documents.
 
     bash benchmarks/curation_setup.sh          # once: apt packages and runs/debian-warc
-    python benchmarks/curation.py [--warc-dir runs/debian-warc] [--docs 1000]
+    python -m benchmarks.curation [--warc-dir runs/debian-warc] [--docs 1000]
 
 Prints documents/s for each stage (one process), for the whole pipeline (all cores), MinHash
 dedup throughput ours vs datasketch as a ratio (interleaved repeats, median), and language-id

@@ -1,6 +1,6 @@
 """PII masking precision on real documentation and recall on planted items, before and after a change.
 
-    python benchmarks/curation_pii.py [--baseline 5b55bae] [--list]
+    python -m benchmarks.curation_pii [--baseline 5b55bae] [--list]
 
 Runs the current `lm.curation.pii` and the version at `--baseline` (read with `git show`) over the
 English pages of the Debian documentation packages (`benchmarks/curation_setup.sh`), counting masks

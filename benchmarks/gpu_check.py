@@ -41,19 +41,15 @@ import sys
 import time
 from pathlib import Path
 
-# The kernel tests run in a second process on the same GPU: allocate on demand rather than 75% up front.
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.gpu import compile_fn, spec_bandwidth, time_interleaved
+from benchmarks.results import markdown_table
+from lm.cli_env import prepare_process
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from benchmarks.gpu import compile_fn, spec_bandwidth, time_interleaved  # noqa: E402
-from benchmarks.results import markdown_table  # noqa: E402
 
 STAGES = ("env", "correctness", "attention", "train", "decode")
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense bf16 FLOP/s by device kind
@@ -500,4 +496,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # The kernel tests run in a second process on the same GPU: allocate on demand rather than 75% up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    prepare_process()
     sys.exit(main())

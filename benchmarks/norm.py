@@ -1,7 +1,7 @@
 """Fused RMSNorm speed on a GPU: our Pallas and Triton (jax-triton) kernels against XLA's fusion.
 
-    python benchmarks/norm.py                       # batch 8, seq 512..16k, d_model 2048/4096/8192, bf16
-    python benchmarks/norm.py --seqs 8192 --widths 4096 --no-write
+    python -m benchmarks.norm                       # batch 8, seq 512..16k, d_model 2048/4096/8192, bf16
+    python -m benchmarks.norm --seqs 8192 --widths 4096 --no-write
 
 Achieved bandwidth counts the bytes a fused kernel must move, the same numerator for every
 implementation: forward reads x and writes y (2 * rows * d elements), forward+backward adds
@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+
+from benchmarks.gpu import compile_fn, require_gpu, spec_bandwidth, time_interleaved
+from benchmarks.results import markdown_table, write_section
+from lm.cli_env import prepare_process
+from lm.kernels.rms_norm import rms_norm_pallas, rms_norm_triton
+from lm.model.layers import rms_norm
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from benchmarks.gpu import compile_fn, require_gpu, spec_bandwidth, time_interleaved  # noqa: E402
-from benchmarks.results import markdown_table, write_section  # noqa: E402
-from lm.kernels.rms_norm import rms_norm_pallas, rms_norm_triton  # noqa: E402
-from lm.model.layers import rms_norm  # noqa: E402
 
 BATCH, TARGET_SHARE = 8, 0.8
 HEADER = ["seq", "d_model", "implementation", "fwd us", "fwd GB/s", "fwd+bwd us", "fwd+bwd GB/s", "% of spec",
@@ -87,7 +84,7 @@ def main(argv=None) -> None:
         print(markdown_table(HEADER, rows[-len(impls):]) + f"\n(copy: {copy_bw / 1e9:.0f} GB/s)", flush=True)
 
     body = "\n".join([
-        "## Kernels: fused RMSNorm (`python benchmarks/norm.py`)", "",
+        "## Kernels: fused RMSNorm (`python -m benchmarks.norm`)", "",
         f"Device: {device.device_kind}, jax {jax.__version__}, bf16 activations, float32 scale, batch {BATCH}; "
         f"data-sheet bandwidth {spec or 'unknown'} GB/s.", "", markdown_table(HEADER, rows), "", *summary])
     print("\n" + body)
@@ -96,4 +93,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    prepare_process()
     main()

@@ -1,7 +1,7 @@
 """Collectives per train step of each parallelism strategy, from the compiled HLO, against the textbook.
 
-    python benchmarks/parallel.py            # 8 virtual CPU devices; writes the `parallel` section of RESULTS.md
-    python benchmarks/parallel.py --quick    # fewer strategies, no RESULTS.md
+    python -m benchmarks.parallel            # 8 virtual CPU devices; writes the `parallel` section of RESULTS.md
+    python -m benchmarks.parallel --quick    # fewer strategies, no RESULTS.md
 
 Each strategy's train step is lowered and compiled for 8 devices (virtual CPU
 devices unless the machine has 8 real ones), and its HLO is read for
@@ -32,25 +32,22 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+
+from benchmarks.hlo_collectives import KINDS, collectives
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.cli_env import prepare_process
+from lm.data import batch_at
+from lm.model import get_preset
+from lm.parallel import ParallelConfig
+from lm.trainer import pretrain_plan as make_plan
+from lm.parallel.mesh import mesh_sizes
+from lm.parallel.sharding import batch_sharding
+from lm.train import TrainConfig
+from lm.train.step import init_state, make_optimizer
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from benchmarks.hlo_collectives import KINDS, collectives  # noqa: E402
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
-from lm.data import batch_at  # noqa: E402
-from lm.model import get_preset  # noqa: E402
-from lm.parallel import ParallelConfig  # noqa: E402
-from lm.trainer import pretrain_plan as make_plan  # noqa: E402
-from lm.parallel.mesh import mesh_sizes  # noqa: E402
-from lm.parallel.sharding import batch_sharding  # noqa: E402
-from lm.train import TrainConfig  # noqa: E402
-from lm.train.step import init_state, make_optimizer  # noqa: E402
 
 STRATEGIES = {
     "DP 8": dict(data=8), "FSDP 8": dict(fsdp=8), "TP 4 (x DP 2)": dict(data=2, tensor=4),
@@ -178,7 +175,7 @@ def main(argv=None) -> int:
     if args.quick:
         return 0
     body = "\n".join([
-        "## Parallelism collectives (`python benchmarks/parallel.py`)",
+        "## Parallelism collectives (`python -m benchmarks.parallel`)",
         "",
         f"Machine: {machine_description()}; jax {jax.__version__}, 8 virtual CPU devices "
         f"(`--xla_force_host_platform_device_count=8`). `tiny` preset ({model.num_params():,} parameters, "
@@ -200,4 +197,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):  # 8 virtual CPU devices
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    prepare_process()
     sys.exit(main())

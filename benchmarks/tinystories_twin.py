@@ -1,6 +1,6 @@
 """End-to-end check: `lm` and a PyTorch twin trained identically on TinyStories must agree.
 
-    python benchmarks/tinystories_twin.py [--data PATH] [--steps 2400] [--out runs/twin]
+    python -m benchmarks.tinystories_twin [--data PATH] [--steps 2400] [--out runs/twin]
 
 Both runs use the `tiny` preset, the same tokenizer and token arrays (the last
 10% of the file held out), the same initial weights (ours, copied into
@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.cli_env import prepare_process
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("LM_SHARED_DIR", REPO.parent / "shared")) / "data/corpora/tinystories_train_sample_2MiB.txt"
 
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         torch_note = (f" The PyTorch run stopped after {args.torch_steps} of the {args.steps} steps (same schedule) "
                       "to fit the time available." if args.torch_steps else "")
         body = "\n".join([
-            "## TinyStories end-to-end twin (`python benchmarks/tinystories_twin.py`)", "",
+            "## TinyStories end-to-end twin (`python -m benchmarks.tinystories_twin`)", "",
             f"Machine: {machine_description()}. `tiny` preset ({config.model.num_params():,} parameters), "
             f"{args.steps} steps of batch {config.batch_size} x {config.model.context_length} tokens, AdamW lr "
             f"{config.optim.lr} cosine with {config.optim.warmup_steps} warmup steps; the last 10% of "
@@ -159,4 +160,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

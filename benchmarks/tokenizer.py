@@ -1,6 +1,6 @@
 """Tokenizer speed and memory against HF `tokenizers` and tiktoken, in one run.
 
-    python benchmarks/tokenizer.py [--corpora ../shared/data/corpora] [--runs 3] [--stream-mb 200]
+    python -m benchmarks.tokenizer [--corpora ../shared/data/corpora] [--runs 3] [--stream-mb 200]
 
 Each measured run is a fresh subprocess, so its peak RSS is its own. Prints a
 table and writes the `tokenizer` section of benchmarks/RESULTS.md.
@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.cli_env import prepare_process
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
 
 EOT = "<|endoftext|>"
 
@@ -121,7 +122,7 @@ WORKERS = {f.__name__: f for f in (worker_train_ours, worker_train_hf, worker_pr
 
 
 def run_worker(name: str, *args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, *map(str, args)]
+    cmd = [sys.executable, "-m", "benchmarks.tokenizer", "--worker", name, *map(str, args)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if res.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{res.stderr[-3000:]}")
@@ -187,7 +188,7 @@ def main() -> None:
         ["file", "ours (s)", "HF BpeTrainer (s)", "ours / HF", "target", "met", "ours peak RSS (MiB)", "HF peak RSS (MiB)"], rows)
     enc_table = markdown_table(["encoder (GPT-2 vocab, 2 MiB TinyStories)", "MB/s", "vs tiktoken"], enc_rows)
     marks = ", ".join(f"{int(p * 100)}%: {r} MiB" for p, r in stream["rss_marks"][:: max(1, len(stream["rss_marks"]) // 6)])
-    body = f"""## Tokenizer (`python benchmarks/tokenizer.py`)
+    body = f"""## Tokenizer (`python -m benchmarks.tokenizer`)
 Machine: {machine_description()}. Medians of {args.runs} runs, each in a fresh process.
 Peak RSS counts the parent plus its largest worker process.
 
@@ -210,4 +211,5 @@ Ids identical across ours, tiktoken and HF: **{enc['identical']}**. Target: ours
 
 
 if __name__ == "__main__":
+    prepare_process()
     main()

@@ -1,6 +1,6 @@
 """Train-step speed of `lm` against PyTorch eager and torch.compile, in one run.
 
-    python benchmarks/train_step.py [--steps 10] [--runs 3] [--no-write]
+    python -m benchmarks.train_step [--steps 10] [--runs 3] [--no-write]
 
 The model is the `bench` preset (d_model 256, 4 layers, 8 heads, d_ff 1024,
 vocab 10,000, context 256), batch 16, float32, AdamW with global-norm
@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.cli_env import prepare_process
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
 
 BATCH = 16
 LR, B1, B2, EPS, WD, CLIP = 3e-3, 0.9, 0.95, 1e-8, 0.1, 1.0
@@ -176,7 +177,7 @@ def _timed(fn) -> float:
 
 
 def _run_worker(name: str, steps: int, warmup: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--steps", str(steps), "--warmup", str(warmup)]
+    cmd = [sys.executable, "-m", "benchmarks.train_step", "--worker", name, "--steps", str(steps), "--warmup", str(warmup)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=os.environ.copy())
     if out.returncode:
         raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     print(f"float32 2048^3 matmul: {matmul:.0f} GFLOP/s; model FLOPs/token {flops_per_token:,}")
     if not args.no_write:
         body = "\n".join([
-            "## Train step (`python benchmarks/train_step.py`)", "",
+            "## Train step (`python -m benchmarks.train_step`)", "",
             f"Machine: {machine_description()}. `bench` preset (d_model 256, 4 layers, 8 heads, d_ff 1024, "
             f"vocab 10,000, context 256), batch {BATCH}, float32, AdamW + clipping; median of {args.runs} "
             f"fresh processes, {args.steps} timed steps each. Model FLOPs/token {flops_per_token:,} "
@@ -241,4 +242,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())
