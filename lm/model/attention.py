@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.kernels.masking import MASK_VALUE
+from lm.nn import attention_scores, scaled_dot_product_attention
 
 IMPLS = ("auto", "xla", "blocked", "pallas", "cudnn")
 
@@ -53,13 +54,6 @@ def visible(q_pos: jax.Array, k_pos: jax.Array, *, causal: bool = True, window: 
     if q_segments is not None:
         allowed = allowed & (q_segments[:, :, None] == k_segments[:, None, :])
     return allowed
-
-
-def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Numerically stable softmax: subtract the max before exponentiating."""
-    x = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    e = jnp.exp(x)
-    return e / jnp.sum(e, axis=axis, keepdims=True)
 
 
 def resolve_impl(impl: str, dtype, *, index_positions: bool, softcap: float = 0.0, head_dim: int = 64) -> str:
@@ -165,10 +159,8 @@ def _token_major(out):
 
 
 def _scores(qh, kh, softcap):
-    """Scaled (and softcapped) scores float32 [b, kv, g, t, s]."""
-    scale = 1.0 / math.sqrt(qh.shape[-1])
-    s = jnp.einsum("bkgtd,bksd->bkgts", qh * jnp.asarray(scale, qh.dtype), kh, preferred_element_type=jnp.float32)
-    return softcap * jnp.tanh(s / softcap) if softcap else s
+    """Scaled (and softcapped) scores float32 [b, kv, g, t, s]; k's size-1 group axis serves every group."""
+    return attention_scores(qh, kh[:, :, None], softcap=softcap)
 
 
 def _attention_plain(qh, kh, vh, mask, softcap):
@@ -192,8 +184,8 @@ def _attention(qh, kh, vh, mask, softcap: float):
 
 
 def _attention_fwd(qh, kh, vh, mask, softcap):
-    probs = softmax(jnp.where(mask, _scores(qh, kh, softcap), MASK_VALUE))
-    out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(vh.dtype), vh)
+    out, probs = scaled_dot_product_attention(qh, kh[:, :, None], vh[:, :, None], mask, softcap=softcap,
+                                              mask_value=MASK_VALUE, return_probs=True)
     return out, (qh, kh, vh, mask, probs, out)
 
 

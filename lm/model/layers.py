@@ -1,4 +1,5 @@
-"""Transformer layers: pure functions for the math, thin Flax NNX modules for the parameters.
+"""Transformer layers: thin Flax NNX modules over the pure functions of `lm.nn`, plus the
+position encodings.
 
 Each parameter carries its logical axis names (`embed`, `mlp`, `heads`, ...)
 as metadata; `lm.model.logical_axes` reads them and the parallelism rules
@@ -14,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lm.model.attention import softmax
 from lm.model.config import ModelConfig
 from lm.model.sharding import constrain
+from lm.nn import embedding, linear, rms_norm, silu, softmax
 
 
 def _param(value: jax.Array, axes: tuple) -> nnx.Param:
@@ -29,14 +30,7 @@ def truncated_normal(key: jax.Array, shape, std: float, dtype) -> jax.Array:
     return (std * jax.random.truncated_normal(key, -3.0, 3.0, shape, jnp.float32)).astype(dtype)
 
 
-# ----------------------------------------------------------------- pure functions
-def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-5) -> jax.Array:
-    """x [..., d] / rms(x) * scale [d], computed in float32, returned in x's dtype."""
-    xf = x.astype(jnp.float32)
-    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-    return (y * scale.astype(jnp.float32)).astype(x.dtype)
-
-
+# ----------------------------------------------------------------- pure functions (more in lm.nn)
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
     xf = x.astype(jnp.float32)
     mean = jnp.mean(xf, axis=-1, keepdims=True)
@@ -79,7 +73,7 @@ def sinusoidal_positions(positions: jax.Array, d_model: int) -> jax.Array:
 
 def activation_fn(name: str):
     return {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "relu2": lambda x: jnp.square(jax.nn.relu(x)),
-            "swiglu": jax.nn.silu}[name]
+            "swiglu": silu}[name]
 
 
 # ----------------------------------------------------------------- modules
@@ -91,7 +85,7 @@ class Linear(nnx.Module):
         self.kernel = _param(truncated_normal(key, (d_in, d_out), std, dtype), axes)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.kernel[...].astype(x.dtype)
+        return linear(x, self.kernel[...], layout="in_out")
 
 
 class Embedding(nnx.Module):
@@ -101,11 +95,11 @@ class Embedding(nnx.Module):
         self.embedding = _param(truncated_normal(key, (vocab, d), 1.0, dtype), ("vocab", "embed"))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], ids, axis=0)
+        return embedding(ids, self.embedding[...])
 
     def attend(self, x: jax.Array) -> jax.Array:
-        """Tied output projection: x [..., d] -> logits [..., vocab]."""
-        return x @ self.embedding[...].astype(x.dtype).T
+        """Tied output projection: x [..., d] -> logits [..., vocab] (the table is [out, in])."""
+        return linear(x, self.embedding[...])
 
 
 class Norm(nnx.Module):
@@ -144,6 +138,7 @@ class MLP(nnx.Module):
             self.w3 = Linear(d, f, ("embed", "mlp"), k3, pd)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        # lm.nn.swiglu's arithmetic, with the hidden layer's sharding constraint in the middle
         h = activation_fn(self.act)(self.w1(x))
         if self.act == "swiglu":
             h = h * self.w3(x)

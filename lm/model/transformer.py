@@ -34,12 +34,12 @@ from lm.model.layers import (
     Norm,
     _param,
     apply_rope,
-    rms_norm,
     rope_angles,
     sinusoidal_positions,
     truncated_normal,
 )
 from lm.model.sharding import constrain
+from lm.nn import rms_norm
 
 # What `ModelConfig.remat` keeps from each layer's forward pass for the backward pass.
 REMAT_POLICIES = {
