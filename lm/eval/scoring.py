@@ -11,18 +11,37 @@ top of them. So a 4-way multiple-choice question costs one context pass
 plus four short continuation passes. Contexts that start alike (k-shot prompts
 of one MMLU subject share their k solved examples) are batched together and
 the tokens they share are read once into a one-row segment that the whole
-batch attends to, before each row's own rest: the same numbers at a fraction
-of the cost. The layers run as one scanned program, so the many shapes of a
-benchmark (prefix, rest and answer widths) compile in seconds, not minutes.
-Padding never changes a score: pad slots are masked out of attention and real
-tokens keep positions 0, 1, ... Contexts too long for the model lose tokens
-from the left (as in lm-evaluation-harness), so that context + continuation fits.
+batch attends to, before each row's own rest. The layers run as one scanned
+program, so the many shapes of a benchmark compile in seconds, not minutes.
+Contexts too long for the model lose tokens from the left (as in
+lm-evaluation-harness), so that context + continuation fits.
+
+**A row's score never depends on its neighbours** (bitwise, on CPU): not on
+the batch size, not on which other requests share its batch, not on their
+lengths. Three things make that hold:
+- every width a row is padded to (its shared prefix, its own rest, its
+  continuations) is a function of that row alone, and rows are batched only
+  with rows of the same widths; a float sum over 80 padded keys is not the
+  same sum as over 96, even when the extra keys are masked out;
+- where a row's shared prefix ends is given by the caller per request
+  (`shared_lens`, e.g. the end of MMLU's k-shot header) or else found over
+  the whole request set, never per batch;
+- on CPU these programs compile without YNNPACK (XLA's own Eigen matmuls):
+  YNNPACK picks its kernels by matrix size, so a row's rounding changed
+  with the number of rows in its batch (measured: 1-2 rows vs 3+, and a
+  one-row continuation pass vs eight). The speed is the same within noise.
+Widths come in few sizes (prefix: powers of two from 256; rest: two per
+octave from 64; continuations: powers of two from 8; rows: the batch size or
+a power of two below it), so a benchmark compiles tens of shapes, not hundreds.
+With and without shared prefixes the numbers agree to float rounding (~1e-6),
+not bitwise: the prefix is summed as a separate part of each softmax.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from importlib import metadata
 
 import jax
 import jax.numpy as jnp
@@ -30,62 +49,59 @@ import numpy as np
 
 from lm.inference.segments import Segment, run
 from lm.model import ModelConfig, forward
+from lm.xla_flags import default_flags
 
 Request = tuple[Sequence[int], Sequence[Sequence[int]]]  # (context ids, [continuation ids per choice])
 
 
 MIN_SHARED = 32  # a shorter common prefix is not worth a separate pass
+# The one flag `lm.xla_flags` sets for CPU, emptied: no YNNPACK in these programs (see the module docstring).
+_YNN_FUSION = ""
 
 
-def _bucket(n: int, multiple: int) -> int:
-    return max(multiple, -(-n // multiple) * multiple)
-
-
-def _round_up(n: int, per_octave: int = 4) -> int:
-    """Pad widths to `per_octave` sizes per octave (4: 64, 80, 96, 112, 128, 160, ...; at least 64):
+def _round_up(n: int, per_octave: int = 4, least: int = 64) -> int:
+    """Pad widths to `per_octave` sizes per octave (4: 64, 80, 96, 112, 128, 160, ...; at least `least`):
     at most 25% padding with 4, 50% with 2, and few distinct shapes to compile for a large model."""
-    if n <= 64:
-        return 64
+    if n <= least:
+        return least
     step = 1 << max(n.bit_length() - 1 - (per_octave.bit_length() - 1), 0)
     return -(-n // step) * step
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """Tokens every row starts with, leaving each row at least one token of its own."""
-    n = min(map(len, rows)) - 1
-    first = rows[0]
-    for r in rows[1:]:
-        i = 0
-        while i < n and r[i] == first[i]:
-            i += 1
-        n = i
-    return max(n, 0)
+def _rows(n: int, batch_size: int) -> int:
+    """Physical rows of a batch of n requests: batch_size, or the next power of two for a short batch
+    (less padding work, few extra shapes)."""
+    return batch_size if n >= batch_size else min(batch_size, 1 << (n - 1).bit_length())
 
 
-def _plan(ctxs: Sequence[Sequence[int]], batch_size: int, share_prefix: bool) -> list[list[int]]:
-    """Batches of request indices. With `share_prefix`: contexts sorted by their tokens, cut into runs of
-    up to `batch_size` that all share >= MIN_SHARED leading tokens (one k-shot subject after another);
-    the rows that share with nobody go together, by length. Otherwise: all by length."""
-    by_length = sorted(range(len(ctxs)), key=lambda i: len(ctxs[i]))
-    if not share_prefix:
-        return [by_length[s: s + batch_size] for s in range(0, len(ctxs), batch_size)]
-    order = sorted(range(len(ctxs)), key=lambda i: ctxs[i])
-    runs, run, shared = [], [order[0]], len(ctxs[order[0]])
-    for i in order[1:]:
-        prev = ctxs[run[-1]]
-        n = 0  # in sorted order, the prefix a run shares is the smallest of its neighbours' common prefixes
-        while n < min(len(prev), len(ctxs[i]), shared) and prev[n] == ctxs[i][n]:
-            n += 1
-        if n >= MIN_SHARED and len(run) < batch_size:
-            run.append(i)
-            shared = n
-        else:
-            runs.append(run)
-            run, shared = [i], len(ctxs[i])
-    runs.append(run)
-    alone = {i for r in runs if len(r) == 1 for i in r}
-    lonely = [i for i in by_length if i in alone]
-    return [r for r in runs if len(r) > 1] + [lonely[s: s + batch_size] for s in range(0, len(lonely), batch_size)]
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def shared_lengths(ctxs: Sequence[Sequence[int]]) -> list[int]:
+    """Per context, how many leading tokens it shares with its group, found over the whole set: contexts
+    sorted by their tokens, runs of neighbours sharing >= MIN_SHARED tokens form a group, and the group
+    shares the shortest common prefix along its run (0 for a context alone). Each context keeps at least
+    one token of its own. Independent of batch size and order; not of the set (pass shared_lens for that)."""
+    order = sorted(range(len(ctxs)), key=lambda i: list(ctxs[i]))
+    out = [0] * len(ctxs)
+    s = 0
+    while s < len(order):
+        e, shared = s + 1, len(ctxs[order[s]])
+        while e < len(order):
+            n = _lcp(ctxs[order[e - 1]], ctxs[order[e]])
+            if min(n, shared) < MIN_SHARED:
+                break
+            shared, e = min(n, shared), e + 1
+        if e - s > 1:
+            for i in order[s:e]:
+                out[i] = shared
+        s = e
+    return out
 
 
 def _token_logprobs(pred_logits: jax.Array, targets: jax.Array):
@@ -103,14 +119,12 @@ def _left_padded(tokens_len: jax.Array, width: int, start: jax.Array | int = 0):
     return start + jnp.maximum(cols - offset, 0), cols >= offset
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
 def _read_prefix(params, prefix, prefix_len, *, config: ModelConfig) -> Segment:
     """The shared prefix int32 [1, P] (left-padded, prefix_len real tokens) as a one-row segment."""
     pos, valid = _left_padded(prefix_len[None], prefix.shape[1])
     return run(params, config, prefix, pos, valid, logits="none")[1]
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
 def _read_rows(params, rows, rows_len, start, segments, *, config: ModelConfig):
     """Each row's context (or its rest after a shared prefix of `start` tokens): rows int32 [b, W]
     left-padded, rows_len [b]. Returns (last logits float32 [b, vocab], the rows' segment)."""
@@ -118,7 +132,6 @@ def _read_rows(params, rows, rows_len, start, segments, *, config: ModelConfig):
     return run(params, config, rows, pos, valid, segments, logits="last")
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
 def _score_choices(params, segments, last, ctx_len, cont, cont_len, *, config: ModelConfig):
     """Continuations cont int32 [b, K, T] (right-padded, cont_len [b, K]) after contexts already read
     into `segments`, whose last logits are `last` [b, vocab] and lengths ctx_len [b].
@@ -143,6 +156,21 @@ def _score_choices(params, segments, last, ctx_len, cont, cont_len, *, config: M
     return lps.T, greedy.T
 
 
+def _compiler_options() -> dict | None:
+    """No YNNPACK fusion, on CPU, for the jaxlib versions `lm.xla_flags` knows; else None."""
+    if jax.default_backend() != "cpu" or "xla_cpu_experimental_ynn_fusion_type" not in default_flags(metadata.version("jaxlib")):
+        return None
+    return {"xla_cpu_experimental_ynn_fusion_type": _YNN_FUSION}
+
+
+@functools.cache
+def _programs() -> dict:
+    """The jitted scoring programs, built on first use (the backend is known only then)."""
+    opts = _compiler_options()
+    return {f.__name__: jax.jit(f, static_argnames=("config",), compiler_options=opts)
+            for f in (_read_prefix, _read_rows, _score_choices)}
+
+
 def _check_request(i: int, ctx: Sequence[int], conts: Sequence[Sequence[int]], config: ModelConfig):
     if not len(ctx):
         raise ValueError(f"request {i} has an empty context; give at least one token (e.g. a BOS token)")
@@ -157,55 +185,80 @@ def _check_request(i: int, ctx: Sequence[int], conts: Sequence[Sequence[int]], c
         raise ValueError(f"request {i} has a token id outside the vocabulary [0, {config.vocab_size})")
 
 
+def _cont_width(conts: Sequence[Sequence[int]]) -> int:
+    longest = max(map(len, conts))
+    return 1 if longest == 1 else _round_up(longest, 1, least=8)
+
+
 def score_continuations(params, config: ModelConfig, requests: Sequence[Request], batch_size: int = 8,
-                        progress: bool = False, desc: str = "scoring",
-                        share_prefix: bool = True) -> list[list[tuple[float, int, bool]]]:
+                        progress: bool = False, desc: str = "scoring", share_prefix: bool = True,
+                        shared_lens: Sequence[int] | None = None) -> list[list[tuple[float, int, bool]]]:
     """For each (context, continuations) request, one (log-prob sum, token count, greedy) per continuation.
 
     `greedy` says every continuation token was the model's argmax. Results come
-    back in the input order. With `share_prefix`, requests are batched in token
-    order and the tokens all contexts of a batch start with are read once;
-    otherwise they are batched by length. Both give the same numbers.
+    back in the input order and do not depend on `batch_size` or on the other
+    requests (see the module docstring). With `share_prefix`, the first
+    `shared_lens[i]` tokens of context i (default: `shared_lengths` over all
+    contexts) are read once for every context that starts with the same ones;
+    a shared length under MIN_SHARED means none.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if shared_lens is not None and len(shared_lens) != len(requests):
+        raise ValueError(f"shared_lens has {len(shared_lens)} entries for {len(requests)} requests")
     for i, (ctx, conts) in enumerate(requests):
         _check_request(i, ctx, conts, config)
     # Truncation depends on the request alone, never on its batch-mates.
     ctxs = [list(ctx)[-(config.context_length - max(map(len, conts))):] for ctx, conts in requests]
-    # Sorted by their tokens, neighbours share prefixes (k-shot examples); else by length, for less padding.
+    cut = [len(ctx) - len(c) for (ctx, _), c in zip(requests, ctxs)]
+    if not share_prefix:
+        shared = [0] * len(ctxs)
+    elif shared_lens is None:
+        shared = shared_lengths(ctxs)
+    else:  # a prefix cut by truncation is no longer the one the caller meant
+        shared = [min(max(s - k, 0), len(c) - 1) for s, k, c in zip(shared_lens, cut, ctxs)]
+    shared = [s if s >= MIN_SHARED else 0 for s in shared]
+    # Rows are batched only with rows of the same prefix and padded widths.
+    groups: dict[tuple, list[int]] = {}
+    for i, (c, s) in enumerate(zip(ctxs, shared)):
+        conts = requests[i][1]
+        key = (tuple(c[:s]), _round_up(len(c) - s, 2), _cont_width(conts), len(conts))
+        groups.setdefault(key, []).append(i)
+    programs = _programs()
     out: list = [None] * len(requests)
     bar = _progress(len(requests), progress, desc)
-    for idx in _plan(ctxs, batch_size, share_prefix):
-        k = max(len(requests[i][1]) for i in idx)
-        longest = max(len(c) for i in idx for c in requests[i][1])
-        t = 1 if longest == 1 else _bucket(longest, 8)
-        cont = np.zeros((batch_size, k, t), np.int32)  # a fixed batch size: a short last batch reuses programs
-        cont_len = np.ones((batch_size, k), np.int32)
-        for r, i in enumerate(idx):
-            for j, cj in enumerate(requests[i][1]):
-                cont[r, j, : len(cj)], cont_len[r, j] = cj, len(cj)
-        rows = [ctxs[i] for i in idx]
-        shared = _common_prefix(rows) if share_prefix else 0
-        shared = shared if shared >= MIN_SHARED else 0
-        segments = ()
-        if shared:
-            prefix = np.zeros((1, _round_up(shared, 2)), np.int32)  # read once: coarse sizes cost little
-            prefix[0, prefix.shape[1] - shared:] = rows[0][:shared]
-            segments = (_read_prefix(params, prefix, np.int32(shared), config=config),)
-        width = _round_up(max(len(c) for c in rows) - shared)
-        rest = np.zeros((batch_size, width), np.int32)
-        rest_len = np.ones(batch_size, np.int32)
-        for r, c in enumerate(rows):
-            rest[r, width - len(c) + shared:], rest_len[r] = c[shared:], len(c) - shared
-        last, own = _read_rows(params, rest, rest_len, np.int32(shared), segments, config=config)
-        lps, greedy = _score_choices(params, (*segments, own), last, shared + rest_len, cont, cont_len,
-                                     config=config)
-        lps, greedy = jax.device_get((lps, greedy))
-        for r, i in enumerate(idx):
-            n = len(requests[i][1])
-            out[i] = [(float(lps[r, j]), int(cont_len[r, j]), bool(greedy[r, j])) for j in range(n)]
-        bar.update(len(idx))
+    prefix_key, segments = None, ()
+    for key in sorted(groups, key=lambda k: (len(k[0]), k[0], k[1:])):  # one prefix's groups in a row
+        prefix_ids, width, t, k = key
+        if prefix_ids != prefix_key:
+            prefix_key, segments = prefix_ids, ()
+            if prefix_ids:
+                n = len(prefix_ids)
+                prefix = np.zeros((1, _round_up(n, 1, least=256)), np.int32)
+                prefix[0, prefix.shape[1] - n:] = prefix_ids
+                segments = (programs["_read_prefix"](params, prefix, np.int32(n), config=config),)
+        start = len(prefix_ids)
+        members = groups[key]
+        for s in range(0, len(members), batch_size):
+            idx = members[s: s + batch_size]
+            rows = _rows(len(idx), batch_size)
+            cont = np.zeros((rows, k, t), np.int32)
+            cont_len = np.ones((rows, k), np.int32)
+            rest = np.zeros((rows, width), np.int32)
+            rest_len = np.ones(rows, np.int32)
+            for r, i in enumerate(idx):
+                for j, cj in enumerate(requests[i][1]):
+                    cont[r, j, : len(cj)], cont_len[r, j] = cj, len(cj)
+                own = ctxs[i][start:]
+                rest[r, width - len(own):], rest_len[r] = own, len(own)
+            last, seg = programs["_read_rows"](params, rest, rest_len, np.int32(start), segments, config=config)
+            lps, greedy = programs["_score_choices"](params, (*segments, seg), last, start + rest_len, cont,
+                                                     cont_len, config=config)
+            lps, greedy = jax.device_get((lps, greedy))
+            for r, i in enumerate(idx):
+                out[i] = [(float(lps[r, j]), int(cont_len[r, j]), bool(greedy[r, j]))
+                          for j in range(len(requests[i][1]))]
+            bar.update(len(idx))
     bar.close()
     return out
 

@@ -1,0 +1,57 @@
+"""A row's log-likelihoods do not depend on the batch size, its batch-mates or their padding: bitwise, on CPU."""
+
+import jax
+import numpy as np
+import pytest
+
+from lm.eval.scoring import score_continuations, shared_lengths
+from tests.eval.models import config
+from tests.inference.tiny import random_params
+
+
+@pytest.fixture(scope="module")
+def model():
+    c = config(context_length=128, n_layers=2, sliding_window=0)
+    return random_params(c, 3), c
+
+
+def _requests(seed: int, n: int):
+    """k-shot-like contexts: two 'subjects' whose prompts share a 40-token header, plus loners; 2-8 token
+    answers. Lengths vary inside one padded width (64 rest tokens, 8 answer tokens) so that few shapes compile."""
+    rng = np.random.default_rng(seed)
+    headers = [rng.integers(0, 257, 40).tolist() for _ in range(2)]
+    out = []
+    for i in range(n):
+        head = headers[i % 3] if i % 3 < 2 else []
+        ctx = head + rng.integers(0, 257, rng.integers(1, 64 - len(head))).tolist()
+        out.append((ctx, [rng.integers(0, 257, rng.integers(2, 9)).tolist() for _ in range(4)]))
+    return out
+
+
+def _lps(scores):
+    return np.array([[s[0] for s in row] for row in scores], np.float32)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="bitwise invariance is promised on CPU")
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_scores_are_bitwise_independent_of_batch_size_and_neighbours(model, share_prefix):
+    params, c = model
+    reqs = _requests(0, 18)
+    lens = shared_lengths([r[0] for r in reqs])
+    assert sum(x >= 40 for x in lens) == 12  # the two headers are found (they may share a token or two more)
+    by_batch = [_lps(score_continuations(params, c, reqs, batch_size=b, share_prefix=share_prefix,
+                                         shared_lens=lens)) for b in (1, 8, 32)]
+    for other in by_batch[1:]:
+        assert np.array_equal(by_batch[0], other), np.abs(by_batch[0] - other).max()
+    # The same requests among strangers with other lengths (other padding), in another order.
+    strangers = _requests(1, 7)
+    mixed = strangers[:5] + reqs[::-1] + strangers[5:]
+    got = _lps(score_continuations(params, c, mixed, batch_size=8, share_prefix=share_prefix,
+                                   shared_lens=[0] * 5 + lens[::-1] + [0] * 2))[5:-2][::-1]
+    assert np.array_equal(by_batch[0], got), np.abs(by_batch[0] - got).max()
+    if share_prefix:  # without explicit lengths the prefixes are found over the set, the same here
+        auto = _lps(score_continuations(params, c, reqs, batch_size=8))
+        assert np.array_equal(by_batch[0], auto)
+    else:
+        shared = _lps(score_continuations(params, c, reqs, batch_size=8, shared_lens=lens))
+        np.testing.assert_allclose(shared, by_batch[0], rtol=0, atol=2e-5)  # prefix as a separate part: not bitwise
