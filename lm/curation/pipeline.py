@@ -258,7 +258,7 @@ def run_curation(config: CurationConfig, progress: bool = True) -> dict:
         S.count(stats, "tokenize", "train_tokens", tokens["train_tokens"])
         S.count(stats, "tokenize", "val_tokens", tokens["val_tokens"])
     seconds = time.perf_counter() - t0
-    report = S.format_report(stats, STAGE_ORDER) + "\n".join(_canary_lines(stats))
+    report = "\n".join([S.format_report(stats, STAGE_ORDER)] + _canary_lines(stats))
     docs_in = S.stage(stats, "read")["in"]
     kept = sum(1 for p in shards for _ in open(p, "rb"))
     header = (f"{len(files)} shards, {docs_in:,} records -> {kept:,} documents kept "
