@@ -65,7 +65,8 @@ class PipelineConfig:
     n_eval: int = 200
     sampled_draws: int = 4  # temperature-1 evaluations per stage, averaged (what GRPO's reward sees)
     grpo: GRPOConfig = dataclasses.field(default_factory=_grpo)
-    seed: int = 0
+    seed: int = dataclasses.field(default=0, metadata={"help": "seeds every stage: init, pretraining data and "
+                                  "batches, SFT batches, GRPO prompts and samples (held-out problems stay fixed)"})
     overwrite: bool = dataclasses.field(default=False, metadata={"help": "replace the stages of an earlier run"})
 
     def __post_init__(self):
@@ -95,6 +96,11 @@ def write_pretraining_data(directory: Path, lines: int, seed: int) -> Path:
     np.save(directory / "val.npy", ids[cut:])
     save_tokenizer(tok, directory)
     return directory
+
+
+def _seeded(grpo: GRPOConfig, seed: int) -> GRPOConfig:
+    """GRPO under the pipeline's seed: without this every pipeline seed drew the same prompts and samples."""
+    return dataclasses.replace(grpo, train=dataclasses.replace(grpo.train, seed=seed))
 
 
 def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = True) -> dict:
@@ -156,8 +162,9 @@ def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = Tru
                                                          seed=config.seed))), progress=progress)
     stage("SFT", sft["params"], ARITHMETIC, sft["train_seconds"])
 
-    grpo = run_grpo(GRPORun(init=str(root / "sft"), task=ARITHMETIC.name, out=str(root), name="grpo",
-                            n_eval=config.n_eval, eval_batch_size=config.n_eval, grpo=config.grpo), progress=progress)
+    grpo_run = GRPORun(init=str(root / "sft"), task=ARITHMETIC.name, out=str(root), name="grpo",
+                       n_eval=config.n_eval, eval_batch_size=config.n_eval, grpo=_seeded(config.grpo, config.seed))
+    grpo = run_grpo(grpo_run, progress=progress)
     stage("GRPO", grpo["params"], ARITHMETIC, grpo["train_seconds"])
 
     plot = plot_pipeline(stages, grpo["history"], root / "pipeline.png", config.n_eval)
