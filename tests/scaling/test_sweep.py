@@ -92,6 +92,9 @@ def test_real_trainer_runs_and_resumes(tmp_path):
     base = ModelConfig(vocab_size=300, context_length=16)
     plan = [plan_run(2e7, shape_config(base, d, 1, 2), 4) for d in (16, 32)]
     assert all(2 <= r.steps <= 40 for r in plan), [r.steps for r in plan]
+    # One real run is enough to check the glue to the trainer (a second size only compiles another model);
+    # several runs, resuming and skipping are covered with the synthetic trainer above.
+    plan = plan[:1]
     records = train_planned(plan, config, progress=False)
     assert [r["name"] for r in records] == [r.name for r in plan]
     assert all(r["val_loss"] > 0 and r["flops_exact"] > r["flops_6nd"] for r in records)
