@@ -11,6 +11,7 @@ per Jaccard bucket beside the LSH S-curve.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     res = run_curation(cfg, progress=False)
     secs = time.perf_counter() - t
     st = res["stats"]
+    pages = json.loads((d / "manifest.json").read_text())["pages"]
     lines = [res["report"], ""]
     dc = st.get("decontaminate", {}).get("counters", {})
     lines.append("| benchmark | documents overlapping | 13-grams matched | planted canaries found |")
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
                                 text=True).stdout.strip()
         write_section("curation_scale", f"## Curation at scale: new stages, decontamination, canaries "
                       f"(`python benchmarks/curation_scale.py --write`)\nCommit {commit}, {machine_description()} "
-                      f"(shared with other jobs), {a.workers} worker processes, {secs:.0f} s. {a.pages} Debian "
+                      f"(shared with other jobs), {a.workers} worker processes, {secs:.0f} s. {pages:,} Debian "
                       f"documentation pages (all sources and languages) in WARCs plus a WET copy of one shard; "
                       f"English kept; every filter on except the toxic classifier; {a.canaries} near-duplicate "
                       f"canary pairs per Jaccard bucket and 10 items per benchmark planted.\n\n{body}")
