@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from lm.eval.generation import generate_until
+from lm.eval.stats import accuracy_summary
 from lm.eval.tokens import encode
 from lm.eval.verifiers import extract_answer, gsm8k_reward
 from lm.inference.sampling import SamplingConfig
@@ -104,7 +105,13 @@ def evaluate_gsm8k(params, config: ModelConfig, tokenizer, gsm8k_dir: str | Path
         pred, correct = score(completion, gold)
         records.append({"index": p["index"], "question": p["question"], "prompt": text, "prediction": completion,
                         "extracted": pred, "gold": gold, "correct": correct})
+    return {**summarize(records), "records": records}
+
+
+def summarize(records: list[dict]) -> dict:
+    """{"accuracy", "accuracy_se", "accuracy_ci95", "n", "correct", "extracted"} of per-problem records."""
     n = len(records)
     correct = sum(r["correct"] for r in records)
-    return {"accuracy": correct / n if n else 0.0, "n": n, "correct": correct,
-            "extracted": sum(r["extracted"] is not None for r in records), "records": records}
+    err = accuracy_summary([r["correct"] for r in records]) if n else {"se": 0.0, "ci95": [0.0, 0.0]}
+    return {"accuracy": correct / n if n else 0.0, "accuracy_se": err["se"], "accuracy_ci95": err["ci95"], "n": n,
+            "correct": correct, "extracted": sum(r["extracted"] is not None for r in records)}

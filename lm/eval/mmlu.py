@@ -17,7 +17,8 @@ C, D, answer-letter`, no header. Two prompt formats:
   acc_norm (per-byte) is the headline number.
 
 Reported: per-subject accuracy, the macro average over subjects, and the
-micro average over questions.
+micro average over questions, each with its standard error and a bootstrap
+95% interval (`lm.eval.stats`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dataclasses
 from pathlib import Path
 
 from lm.eval.multiple_choice import Choice, evaluate_choices
+from lm.eval.stats import accuracy_summary
 from lm.model import ModelConfig
 
 LETTERS = ("A", "B", "C", "D")
@@ -137,22 +139,32 @@ def mmlu_examples(mmlu_dir: str | Path, split: str = "val", shots: int = 5, fmt:
 
 
 def summarize(records: list[dict], key: str = "correct") -> dict:
-    """{"per_subject": {subject: {"acc", "acc_norm", "n"}}, "macro_acc", "macro_acc_norm", "micro_acc", ...}."""
+    """{"per_subject": {subject: {"acc", "acc_norm", "n", "se", "ci95"}}, "macro_acc", "micro_acc", ... }, each
+    accuracy with its standard error (`_se`) and bootstrap 95% interval (`_ci95`; macro: stratified by subject)."""
     per: dict[str, dict] = {}
     for r in records:
         s = per.setdefault(r["subject"], {"correct": 0, "correct_norm": 0, "n": 0})
         s["correct"] += r["correct"]
         s["correct_norm"] += r["correct_norm"]
         s["n"] += 1
-    per_subject = {k: {"acc": v["correct"] / v["n"], "acc_norm": v["correct_norm"] / v["n"], "n": v["n"]}
-                   for k, v in sorted(per.items())}
+    per_subject = {}
+    for k, v in sorted(per.items()):
+        err = accuracy_summary([r["correct"] for r in records if r["subject"] == k])
+        per_subject[k] = {"acc": v["correct"] / v["n"], "acc_norm": v["correct_norm"] / v["n"], "n": v["n"],
+                          "se": err["se"], "ci95": err["ci95"]}
     n = len(records)
-    return {"per_subject": per_subject,
-            "macro_acc": sum(v["acc"] for v in per_subject.values()) / len(per_subject),
-            "macro_acc_norm": sum(v["acc_norm"] for v in per_subject.values()) / len(per_subject),
-            "micro_acc": sum(r["correct"] for r in records) / n,
-            "micro_acc_norm": sum(r["correct_norm"] for r in records) / n,
-            "n": n, "subjects": len(per_subject)}
+    out = {"per_subject": per_subject,
+           "macro_acc": sum(v["acc"] for v in per_subject.values()) / len(per_subject),
+           "macro_acc_norm": sum(v["acc_norm"] for v in per_subject.values()) / len(per_subject),
+           "micro_acc": sum(r["correct"] for r in records) / n,
+           "micro_acc_norm": sum(r["correct_norm"] for r in records) / n,
+           "n": n, "subjects": len(per_subject)}
+    subjects = [r["subject"] for r in records]
+    for suffix, field in (("", "correct"), ("_norm", "correct_norm")):
+        err = accuracy_summary([r[field] for r in records], strata=subjects)
+        out[f"micro_acc{suffix}_se"], out[f"micro_acc{suffix}_ci95"] = err["se"], err["ci95"]
+        out[f"macro_acc{suffix}_se"], out[f"macro_acc{suffix}_ci95"] = err["macro_se"], err["macro_ci95"]
+    return out
 
 
 def evaluate_mmlu(params, config: ModelConfig, tokenizer, mmlu_dir: str | Path, split: str = "val", shots: int = 5,

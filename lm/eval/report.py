@@ -11,6 +11,14 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _err(m: dict, key: str) -> str:
+    """"29.20% ± 1.16 [26.9, 31.5]": the value, its standard error and bootstrap 95% interval, in points."""
+    if m.get(f"{key}_se") is None:
+        return _pct(m[key])
+    lo, hi = m[f"{key}_ci95"]
+    return f"{_pct(m[key])} ± {100 * m[key + '_se']:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def markdown_table(result: dict) -> str:
     """A short Markdown summary of an evaluation result (as returned by `experiments.eval.evaluate`)."""
     task, m = result["task"], result["metrics"]
@@ -22,17 +30,18 @@ def markdown_table(result: dict) -> str:
                 ("perplexity", f"{m['perplexity']:.3f}"), ("bits per byte", "-" if bpb is None else f"{bpb:.4f}"),
                 ("context / stride", f"{m['context']} / {m['stride']}")]
     elif task == "mmlu":
-        rows = [("questions / subjects", f"{m['n']} / {m['subjects']}"), ("macro accuracy", _pct(m["macro_acc"])),
-                ("micro accuracy", _pct(m["micro_acc"])), ("macro acc_norm", _pct(m["macro_acc_norm"])),
-                ("micro acc_norm", _pct(m["micro_acc_norm"]))]
+        rows = [("questions / subjects", f"{m['n']} / {m['subjects']}"), ("macro accuracy", _err(m, "macro_acc")),
+                ("micro accuracy", _err(m, "micro_acc")), ("macro acc_norm", _err(m, "macro_acc_norm")),
+                ("micro acc_norm", _err(m, "micro_acc_norm"))]
     else:
-        rows = [("problems", str(m["n"])), ("exact match", _pct(m["accuracy"])),
+        rows = [("problems", str(m["n"])), ("exact match", _err(m, "accuracy")),
                 ("answers extracted", f"{m['extracted']} / {m['n']}")]
-    lines = [head, "", "| metric | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)]
+    lines = [head, "", "| metric | value (± standard error [bootstrap 95% interval]) |", "|---|---:|",
+             *(f"| {k} | {v} |" for k, v in rows)]
     if task == "mmlu":
         lines += ["", "| subject | n | acc | acc_norm |", "|---|---:|---:|---:|"]
-        lines += [f"| {s} | {v['n']} | {_pct(v['acc'])} | {_pct(v['acc_norm'])} |"
-                  for s, v in m["per_subject"].items()]
+        lines += [f"| {s} | {v['n']} | {_err({**v, 'acc_se': v.get('se'), 'acc_ci95': v.get('ci95')}, 'acc')} "
+                  f"| {_pct(v['acc_norm'])} |" for s, v in m["per_subject"].items()]
     return "\n".join(lines) + "\n"
 
 
