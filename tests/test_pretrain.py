@@ -37,6 +37,36 @@ def test_end_to_end_then_resume(text_file, tmp_path, capsys):
     assert main([*args, "--steps", "12", "--resume", "true"]) == 0
     steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 12 and sorted(set(steps)) == sorted(set(steps), key=int)
+    assert "resumed from step 8" in capsys.readouterr().out
+
+
+def test_reruns_neither_destroy_nor_crash_a_finished_run(text_file, tmp_path, capsys):
+    """Issue 21: rerunning a name without --resume kept deleting the run; resuming a finished run
+    crashed (and nulled summary.json); fewer --steps gave an IndexError; other data went through."""
+    args = ["--data", str(text_file), "--out", str(tmp_path / "runs"), "--name", "toy", *TINY, "--steps", "4"]
+    run = tmp_path / "runs" / "toy"
+    assert main(args) == 0
+    summary, metrics = (run / "summary.json").read_text(), (run / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(args) == 2  # the same command again: refused, the run untouched
+    err = capsys.readouterr().err
+    assert str(run) in err and "--resume true" in err and "--overwrite true" in err
+    assert (run / "metrics.jsonl").read_text() == metrics and sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert main([*args, "--resume"]) == 0  # finished: say so and report its numbers
+    out = capsys.readouterr().out
+    assert "is complete" in out and "held-out loss" in out
+    assert json.loads((run / "summary.json").read_text()) == json.loads(summary)
+    assert main([*args, "--steps", "2", "--resume", "true"]) == 2
+    assert "past the 2 steps asked for" in capsys.readouterr().err
+    other = tmp_path / "other.txt"
+    other.write_text(text_file.read_text().replace("cat", "dog"))
+    tokenizer = (run / "tokenizer.json").read_text()
+    assert main([*args, "--data", str(other), "--resume", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "other data" in err and "--allow-data-change true" in err
+    assert (run / "tokenizer.json").read_text() == tokenizer  # refused before anything was written
+    assert main([*args, "--overwrite", "true"]) == 0  # asked for: the run starts again
+    assert "resumed" not in capsys.readouterr().out and (run / "metrics.jsonl").read_text() != metrics
 
 
 def test_importable_and_returns_history(text_file, tmp_path):

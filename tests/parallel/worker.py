@@ -191,9 +191,49 @@ def presets() -> dict:
     return out
 
 
+def fine_tune() -> dict:
+    """SFT and GRPO steps through `lm.trainer.fine_tune_plan` on an FSDP x TP mesh against one device."""
+    from lm.align.config import GRPOConfig
+    from lm.align.data import tokenize_pairs
+    from lm.align.grpo import batch_logprobs, grpo_train_step
+    from lm.align.policy_gradient import group_advantages
+    from lm.align.sft import sft_train_step
+    from lm.trainer import fine_tune_plan
+
+    rng = np.random.default_rng(0)
+    prompts = [list(rng.integers(1, 100, rng.integers(2, 6))) for _ in range(16)]
+    responses = [list(rng.integers(1, 100, rng.integers(1, 4))) for _ in range(16)]
+    batch = tokenize_pairs(prompts, responses, MODEL.context_length, pad_to=8)
+    params = initial_state(config()).params
+    rewards = rng.integers(0, 2, 16).astype(np.float32)
+    grpo = GRPOConfig(prompts_per_step=4, group_size=4, loss_type="grpo_clip", max_new_tokens=4,
+                      train=dataclasses.replace(config(), model=MODEL))
+    grpo_batch = dict(batch, raw_rewards=rewards, advantages=np.asarray(group_advantages(rewards, 4)[0]),
+                      old_log_probs=np.asarray(batch_logprobs(params, batch["input_ids"], batch["labels"], model=MODEL)))
+    kinds = {"sft": (lambda tc: functools.partial(sft_train_step, config=tc), batch),
+             "grpo": (lambda tc: functools.partial(grpo_train_step, config=grpo, train_config=tc), grpo_batch)}
+    out = {}
+    for kind, (make_step, b) in kinds.items():
+        runs = {}
+        for name, axes in {"one_device": {}, "fsdp_tp": dict(fsdp=4, tensor=2)}.items():
+            tc = config(**axes)
+            plan = fine_tune_plan(make_step(tc), tc, params)
+            state, history = plan.init(params), []
+            for _ in range(STEPS):
+                state, metrics = plan.train_step(state, plan.put_batch(b))
+                history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+            runs[name] = {"history": history, "params": jax.device_get(state.params), "description": plan.description,
+                          "wq": str(state.params["blocks"]["attn"]["wq"].sharding.spec)}
+        ref = runs["one_device"]
+        out[kind] = {name: {"history": r["history"], "description": r["description"], "wq_spec": r["wq"],
+                            "max_param_diff": max_diff(r["params"], ref["params"])} for name, r in runs.items()}
+    return out
+
+
 QUICK = ("dp", "dp_tp", "fsdp_tp", "dp_pp", "ddp", "zero1")
 SCENARIOS = {
     "quick": lambda: {"strategies": strategies(QUICK), "memory": memory(), "errors": errors(), "presets": presets()},
+    "fine_tune": lambda: {"fine_tune": fine_tune()},
     "full": lambda: {"strategies": strategies(tuple(STRATEGIES)), "init": sharded_init(),
                      "pipeline_muon": pipeline_muon()},
 }
