@@ -185,7 +185,7 @@ def test_grpo_loss_options_on_the_tiny_model():
     params = tiny.params()
     b.update(advantages=jnp.array([1.0, -1.0, 0.5, -0.5]), truncated=jnp.array([False, False, False, True]),
              old_log_probs=batch_logprobs(params, b["input_ids"], b["labels"], model=tiny.CONFIG))
-    config = GRPOConfig(prompts_per_step=2, group_size=2, train_batch_size=4, max_new_tokens=4)
+    config = GRPOConfig(max_new_tokens=4)  # only the loss fields, temperature and max_new_tokens matter here
 
     @functools.lru_cache(maxsize=None)
     def compiled(loss):
