@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lm.curation.lsh import band_keys
 from lm.curation.minhash import MAX_HASH
@@ -81,7 +82,7 @@ def _band_groups(keys: Sequence[np.ndarray], docs: Sequence[np.ndarray], starts:
 
 
 def stream_buckets(prefixes: Sequence[str | os.PathLike], starts: Sequence[int], bands: int,
-                   chunk: int = 1 << 16) -> Iterator[np.ndarray]:
+                   chunk: int = 1 << 16, progress: bool = False) -> Iterator[np.ndarray]:
     """Groups of global document ids sharing a band, band by band, from the shards' sorted files.
 
     `starts[s]` is shard s's first global document id (its documents are numbered from there in
@@ -89,5 +90,5 @@ def stream_buckets(prefixes: Sequence[str | os.PathLike], starts: Sequence[int],
     """
     keys = [np.load(os.fspath(p) + ".keys.npy", mmap_mode="r") for p in prefixes]
     docs = [np.load(os.fspath(p) + ".docs.npy", mmap_mode="r") for p in prefixes]
-    for b in range(bands):
+    for b in tqdm(range(bands), desc="fuzzy dedup", unit="band", disable=not progress, leave=False):
         yield from _band_groups([x[b] for x in keys], [x[b] for x in docs], starts, chunk)

@@ -58,7 +58,8 @@ def _run_missing(ex: ShardExecutor, fn, tasks: list[tuple], markers: list[Path],
     return [read_marker(m) for m in markers]
 
 
-def _near_duplicates(config: CurationConfig, docs_per_shard: list[int]) -> tuple[list[dict], dict, np.ndarray]:
+def _near_duplicates(config: CurationConfig, docs_per_shard: list[int], progress: bool = False
+                     ) -> tuple[list[dict], dict, np.ndarray]:
     """Cluster near-duplicates from the shards' band files; ({position: id of kept copy} per shard,
     info, root [all documents])."""
     from lm.curation.disk_lsh import stream_buckets
@@ -77,7 +78,7 @@ def _near_duplicates(config: CurationConfig, docs_per_shard: list[int]) -> tuple
 
     m = config.minhash
     prefixes = [str(work_path(config.out, "a", s, "")) for s in range(n_shards)]
-    root, info = cluster_groups(stream_buckets(prefixes, starts[:-1], m.bands), int(starts[-1]),
+    root, info = cluster_groups(stream_buckets(prefixes, starts[:-1], m.bands, progress=progress), int(starts[-1]),
                                 lambda i: shingle_set(load(i).text, m.ngram), threshold=m.threshold)
     dup = [dict() for _ in range(n_shards)]
     for i in np.flatnonzero(root != np.arange(len(root))):
@@ -159,7 +160,7 @@ def _run_passes(config: CurationConfig, files: list[str], ex: ShardExecutor) -> 
         dup, info, canaries = [dict() for _ in shards], {}, None
         if config.fuzzy_dedup:
             docs = [p["docs"] for p in a]
-            dup, info, root = _near_duplicates(config, docs)
+            dup, info, root = _near_duplicates(config, docs, ex.progress)
             if canary is not None:
                 canaries = _canary_report(config, canary, root, int(np.sum(docs[:canary])))
         fuzzy = {"dup": [{str(k): v for k, v in d.items()} for d in dup], "info": info, "canaries": canaries,
@@ -206,7 +207,8 @@ def _canary_lines(stats: dict) -> list[str]:
            "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['target']:.2f} | {r['pairs']} | {r['mean_jaccard']:.3f} | {r['candidate_rate']:.2f} | "
-                   f"{r['predicted_candidate_rate']:.2f} | {r['removed_rate']:.2f} | {r['predicted_removed_rate']:.2f} |")
+                   f"{r['predicted_candidate_rate']:.2f} | {r['removed_rate']:.2f} | "
+                   f"{r['predicted_removed_rate']:.2f} |")
     expected = sum(r["predicted_removed_rate"] * r["pairs"] for r in rows)
     got = sum(r["removed_rate"] * r["pairs"] for r in rows)
     if expected >= 1 and got < 0.5 * expected:
