@@ -197,7 +197,8 @@ def main(argv=None) -> int:
             labels[(scale, mode, thr)] = r.pop("labels")
             rows.append((scale, meta["docs"], meta["chars"], mode, thr, r))
             print(f"{scale} {mode} thr={thr}: {r}", flush=True)
-    print("\n| corpus | docs | M chars | path | wall s | peak RSS MB | above baseline MB |\n|---|---:|---:|---|---:|---:|---:|")
+    print("\n| corpus | docs | M chars | path | wall s | peak RSS MB | above baseline MB |\n"
+          "|---|---:|---:|---|---:|---:|---:|")
     for scale, docs, chars, mode, thr, r in rows:
         name = {"disk": "ours, streamed from disk", "memory": "ours, in memory", "datatrove": "datatrove"}[mode]
         name += " (candidates, no verification)" if thr == "1e-9" else ""
@@ -207,7 +208,8 @@ def main(argv=None) -> int:
         if (scale, "datatrove", "0") not in labels:
             continue
         theirs = _cluster_pairs(labels[(scale, "datatrove", "0")])
-        print(f"\n| {scale}: same-cluster pairs | pairs | precision vs datatrove | recall vs datatrove |\n|---|---:|---:|---:|")
+        print(f"\n| {scale}: same-cluster pairs | pairs | precision vs datatrove | recall vs datatrove |\n"
+              "|---|---:|---:|---:|")
         print(f"| datatrove | {len(theirs):,} | - | - |")
         for thr, name in (("0.6", "ours (Jaccard >= 0.6 verified)"), ("1e-9", "ours (LSH candidates only)")):
             ours = _cluster_pairs(labels[(scale, "disk", thr)])

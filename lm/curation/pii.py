@@ -56,10 +56,12 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![\w.+~-]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d|-[A-Za-z_])")
 _VERSION_CUE = re.compile(
     r"\b(?:version|versions|ver|v|release|rel|rev|revision|build|patch|update|upgrade|kernel|linux|python|gcc"
-    r"|glibc|libc|zlib|openssl|firmware|java|perl|ruby|php|node|releases|released|section|sections|chapter|sect|§)[ \t:=(\xa0]{0,2}$", re.I)
+    r"|glibc|libc|zlib|openssl|firmware|java|perl|ruby|php|node|releases|released|section|sections|chapter|sect|§)"
+    r"[ \t:=(\xa0]{0,2}$", re.I)
 _IP_CUE = re.compile(r"\b(?:ip|ipv4|ips|address|addresses|addr|host|hosts|hostname|server|servers|gateway|dns"
                      r"|nameserver|ping|connect|connects|connected|bind|inet|router|subnet|netmask|route|interface"
-                     r"|localhost|listen|listening|proxy|tcp|udp|ipv4address|ipv4network|ip_address|ip_network|network|netstat|nmap|ssh"
+                     r"|localhost|listen|listening|proxy|tcp|udp|ipv4address|ipv4network|ip_address|ip_network"
+                     r"|network|netstat|nmap|ssh"
                      r"|firewall|iptables|nft)\b", re.I)
 _SECTION_START = re.compile(r"[ \t]*(?:[•*·-][ \t]*)?$")
 
