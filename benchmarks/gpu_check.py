@@ -23,7 +23,8 @@ On the lent GPU machine (Python 3.12, jax 0.11 with CUDA, no network), first fet
 its image lacks (`bash benchmarks/gpu_wheels.sh`, into the ignored `.whl/`), then run, with `.whl` carried:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \\
-        .whl/*.whl && export PYTHONPATH=/tmp/site; PYTHONUNBUFFERED=1 timeout 540 python3 -m benchmarks.gpu_check --out $OUT
+        .whl/*.whl && export PYTHONPATH=/tmp/site; \\
+        PYTHONUNBUFFERED=1 timeout 540 python3 -m benchmarks.gpu_check --out $OUT
 
 and copy DIR/gpu_results.md into benchmarks/RESULTS.md with the device named (`--write` does it).
 """
@@ -278,8 +279,8 @@ def stage_attention(sizes: Sizes, clock: Clock) -> tuple[dict, str]:
                        for key in jax.random.split(jax.random.PRNGKey(seq), 4))
         fwd_flops = 4 * h * seq * seq * d / 2  # causal: half the score matrix
         entry = {"seq": seq}
-        for phase, fns, args, mult in (("fwd", impls, (q, k, v), 1.0),
-                                       ("fwd+bwd", {n: with_backward(f) for n, f in impls.items()}, (q, k, v, do), 3.5)):
+        backward = {n: with_backward(f) for n, f in impls.items()}
+        for phase, fns, args, mult in (("fwd", impls, (q, k, v), 1.0), ("fwd+bwd", backward, (q, k, v, do), 3.5)):
             compiled, errors = {}, {}
             for name, fn in fns.items():
                 c, mem = compile_fn(fn, *args)

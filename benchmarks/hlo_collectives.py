@@ -43,7 +43,8 @@ class Collective:
 
 
 def _bytes(shape_text: str, kind: str, is_start: bool) -> int:
-    arrays = [DTYPE_BYTES[d] * math.prod(int(x) for x in dims.split(",") if x) for d, dims in _ARRAY.findall(shape_text)]
+    arrays = [DTYPE_BYTES[d] * math.prod(int(x) for x in dims.split(",") if x)
+              for d, dims in _ARRAY.findall(shape_text)]
     if is_start and kind in ("all-gather", "collective-permute") and len(arrays) >= 2:
         return arrays[-1]  # async start ops return (operand, result)
     return sum(arrays)
@@ -81,12 +82,13 @@ def collectives(hlo: str) -> list[Collective]:
     for comp in order:  # breadth-first from the entry: callers before callees
         for line in comps.get(comp, ()):
             if " while(" in line and (m := re.search(r"condition=%([\w.\-]+), body=%([\w.\-]+)", line)):
-                bounds = [int(c) for c in re.findall(r"s32\[\] constant\((\d+)\)", "\n".join(comps.get(m.group(1), ())))]
+                condition = "\n".join(comps.get(m.group(1), ()))
+                bounds = [int(c) for c in re.findall(r"s32\[\] constant\((\d+)\)", condition)]
                 trips = max(bounds) if bounds else 1
                 callees = [(m.group(2), trips)]
             else:
-                callees = [(c, 1) for c in re.findall(r"(?:calls|to_apply|true_computation|false_computation)=%([\w.\-]+)",
-                                                      line)]
+                callees = [(c, 1) for c in
+                           re.findall(r"(?:calls|to_apply|true_computation|false_computation)=%([\w.\-]+)", line)]
                 if m := re.search(r"branch_computations=\{([^}]*)\}", line):
                     callees += [(c, 1) for c in re.findall(r"%([\w.\-]+)", m.group(1))]
             for callee, k in callees:
@@ -99,5 +101,6 @@ def collectives(hlo: str) -> list[Collective]:
         for line in lines:
             if m := _OP.match(line):
                 kind = m.group(2)
-                out.append(Collective(kind, _bytes(m.group(1), kind, bool(m.group(3))), _group(line), mult.get(comp, 1)))
+                sent = _bytes(m.group(1), kind, bool(m.group(3)))
+                out.append(Collective(kind, sent, _group(line), mult.get(comp, 1)))
     return out

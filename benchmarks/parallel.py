@@ -78,7 +78,8 @@ def host_state(config: TrainConfig) -> dict:
     abstract = jax.eval_shape(functools.partial(init_state, config), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.02).astype(s.dtype), abstract["params"])
-    return {"step": np.zeros([], np.int32), "params": params, "opt_state": jax.device_get(make_optimizer(config).init(params)),
+    return {"step": np.zeros([], np.int32), "params": params,
+            "opt_state": jax.device_get(make_optimizer(config).init(params)),
             "rng": np.asarray(jax.random.PRNGKey(1))}
 
 
@@ -166,9 +167,10 @@ def main(argv=None) -> int:
         rows.append([name, kinds, split, f"{r['sent'] / MB:.2f}", f"{r['textbook'] / MB:.2f}",
                      f"{r['sent'] / r['textbook']:.2f}" if r["textbook"] else "-", f"{r['step_s'] * 1e3:.0f}",
                      f"{single['step_s'] / r['step_s']:.2f}x"])
-        print(f"{name}: {kinds}; sent {r['sent'] / MB:.2f} MB/device vs textbook {r['textbook'] / MB:.2f} MB", flush=True)
-    header = ["strategy", "collectives per step (HLO)", "MB sent/device by kind", "MB sent/device", "textbook MB/device",
-              "HLO / textbook", "step ms", "vs 1 device"]
+        print(f"{name}: {kinds}; sent {r['sent'] / MB:.2f} MB/device vs textbook {r['textbook'] / MB:.2f} MB",
+              flush=True)
+    header = ["strategy", "collectives per step (HLO)", "MB sent/device by kind", "MB sent/device",
+              "textbook MB/device", "HLO / textbook", "step ms", "vs 1 device"]
     table = markdown_table(header, rows)
     print(table)
     print(f"one device: {single['step_s'] * 1e3:.0f} ms/step; params {param_bytes(init['params']) / MB:.2f} MB")
@@ -197,7 +199,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):  # 8 virtual CPU devices
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_force_host_platform_device_count" not in flags:  # 8 virtual CPU devices
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
     prepare_process()
     sys.exit(main())

@@ -30,7 +30,8 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section delimited by markers for `name`."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by its script in `benchmarks/`.\n"
+    fresh = "# Benchmark results\n\nEach section is written by its script in `benchmarks/`.\n"
+    text = path.read_text() if path.exists() else fresh
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)

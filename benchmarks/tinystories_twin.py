@@ -26,7 +26,8 @@ from lm.cli_env import prepare_process
 
 REPO = Path(__file__).resolve().parents[1]
 
-DEFAULT_DATA = Path(os.environ.get("LM_SHARED_DIR", REPO.parent / "shared")) / "data/corpora/tinystories_train_sample_2MiB.txt"
+DEFAULT_DATA = (Path(os.environ.get("LM_SHARED_DIR", REPO.parent / "shared"))
+                / "data/corpora/tinystories_train_sample_2MiB.txt")
 
 
 def run_jax(config) -> tuple[list[dict], float]:
@@ -39,7 +40,6 @@ def run_jax(config) -> tuple[list[dict], float]:
 
 def run_torch(config, threads: int, stop_after: int | None = None) -> tuple[list[dict], float]:
     import jax
-    import numpy as np
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -151,8 +151,8 @@ def main(argv=None) -> int:
             f"{config.optim.lr} cosine with {config.optim.warmup_steps} warmup steps; the last 10% of "
             f"{args.data.name} held out ({config.eval_batches} validation batches per evaluation). Both runs start "
             f"from the same weights and see the same batches. Wall time: lm {jax_s / 60:.1f} min (including "
-            f"tokenizer training and encoding, evaluation and checkpoints), PyTorch {torch_s / 60:.1f} min; both shared "
-            f"the machine with other jobs, so times are upper bounds.{torch_note}", "",
+            f"tokenizer training and encoding, evaluation and checkpoints), PyTorch {torch_s / 60:.1f} min; both "
+            f"shared the machine with other jobs, so times are upper bounds.{torch_note}", "",
             f"![validation curves]({png.name})", "", table,
         ])
         write_section("tinystories_twin", body)

@@ -74,7 +74,8 @@ def worker_encode(path: str, corpora: str) -> dict:
     nbytes = len(text.encode("utf-8"))
     ours = load_gpt2_tokenizer(f"{corpora}/gpt2_vocab.json", f"{corpora}/gpt2_merges.txt", [EOT])
     enc = tiktoken.get_encoding("gpt2")
-    hf = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(f"{corpora}/gpt2_vocab.json", f"{corpora}/gpt2_merges.txt"))
+    bpe = tokenizers.models.BPE.from_file(f"{corpora}/gpt2_vocab.json", f"{corpora}/gpt2_merges.txt")
+    hf = tokenizers.Tokenizer(bpe)
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.add_special_tokens([EOT])
     out = {}
@@ -113,12 +114,14 @@ def worker_stream(path: str, corpora: str) -> dict:
         for i, _ in enumerate(tok.encode_iterable(lines(f))):
             n += 1
             if i % 2_000_000 == 0:
-                marks.append((round(read[0] / size, 2), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+                rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                marks.append((round(read[0] / size, 2), rss_mib))
     s = time.perf_counter() - t0
     return {"tokens": n, "seconds": s, "mb_per_s": size / s / 1e6, "rss_marks": marks, "rss": _peak_rss_mib()}
 
 
-WORKERS = {f.__name__: f for f in (worker_train_ours, worker_train_hf, worker_pretokenize, worker_encode, worker_stream)}
+WORKERS = {f.__name__: f
+           for f in (worker_train_ours, worker_train_hf, worker_pretokenize, worker_encode, worker_stream)}
 
 
 def run_worker(name: str, *args) -> dict:
@@ -172,7 +175,8 @@ def main() -> None:
 
     enc = run_worker("worker_encode", base, corpora)
     tik = enc["tiktoken (1 thread)"]["mb_per_s"]
-    enc_rows = [[k, f"{v['mb_per_s']:.1f}", f"{v['mb_per_s'] / tik:.2f}x"] for k, v in enc.items() if isinstance(v, dict)]
+    enc_rows = [[k, f"{v['mb_per_s']:.1f}", f"{v['mb_per_s'] / tik:.2f}x"]
+                for k, v in enc.items() if isinstance(v, dict)]
 
     stream_path = tmp / "stream.txt"
     reps = max(1, (args.stream_mb << 20) // base.stat().st_size + 1)
@@ -185,9 +189,12 @@ def main() -> None:
     big.unlink()
 
     train_table = markdown_table(
-        ["file", "ours (s)", "HF BpeTrainer (s)", "ours / HF", "target", "met", "ours peak RSS (MiB)", "HF peak RSS (MiB)"], rows)
+        ["file", "ours (s)", "HF BpeTrainer (s)", "ours / HF", "target", "met", "ours peak RSS (MiB)",
+         "HF peak RSS (MiB)"], rows)
     enc_table = markdown_table(["encoder (GPT-2 vocab, 2 MiB TinyStories)", "MB/s", "vs tiktoken"], enc_rows)
-    marks = ", ".join(f"{int(p * 100)}%: {r} MiB" for p, r in stream["rss_marks"][:: max(1, len(stream["rss_marks"]) // 6)])
+    every = max(1, len(stream["rss_marks"]) // 6)
+    marks = ", ".join(f"{int(p * 100)}%: {r} MiB" for p, r in stream["rss_marks"][::every])
+    stream_mib = stream_path.stat().st_size if stream_path.exists() else reps * base.stat().st_size >> 20
     body = f"""## Tokenizer (`python -m benchmarks.tokenizer`)
 Machine: {machine_description()}. Medians of {args.runs} runs, each in a fresh process.
 Peak RSS counts the parent plus its largest worker process.
@@ -202,7 +209,7 @@ Pre-tokenization alone on the 16 MiB file: {pre_mbs:.1f} MB/s ({pre['seconds']:.
 
 Ids identical across ours, tiktoken and HF: **{enc['identical']}**. Target: ours at least 0.5x tiktoken.
 
-`encode_iterable` over a {stream_path.stat().st_size if stream_path.exists() else reps * base.stat().st_size >> 20} MiB file
+`encode_iterable` over a {stream_mib} MiB file
 (TinyStories repeated), one process: {stream['mb_per_s']:.1f} MB/s, {stream['tokens']:,} tokens, peak RSS
 {stream['rss']:.0f} MiB. RSS as the stream advances: {marks}.
 """

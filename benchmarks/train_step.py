@@ -177,7 +177,8 @@ def _timed(fn) -> float:
 
 
 def _run_worker(name: str, steps: int, warmup: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.train_step", "--worker", name, "--steps", str(steps), "--warmup", str(warmup)]
+    cmd = [sys.executable, "-m", "benchmarks.train_step", "--worker", name, "--steps", str(steps),
+           "--warmup", str(warmup)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=os.environ.copy())
     if out.returncode:
         raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")

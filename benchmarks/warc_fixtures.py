@@ -15,7 +15,6 @@ beside the benchmarks rather than in the library.
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import os

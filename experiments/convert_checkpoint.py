@@ -87,8 +87,8 @@ def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike) -> dict:
     if not legacy:
         raise ValueError(
             f"{str(old)!r} is already in the stacked layout (checkpoint steps {list(layouts)}): nothing to convert "
-            f"and nothing was written. Use it as it is: `python -m experiments.generate --run {shlex.quote(str(old))}`, "
-            "or resume training from it directly")
+            "and nothing was written. Use it as it is: "
+            f"`python -m experiments.generate --run {shlex.quote(str(old))}`, or resume training from it directly")
     print(f"{old}: {len(layouts)} checkpoint(s), steps {list(layouts)}; {len(legacy)} in the per-layer layout")
     steps = convert_run(old, new)
     manager = checkpoint_manager(new / "checkpoints", async_save=False)

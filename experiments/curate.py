@@ -6,8 +6,8 @@
 Stages: read (WARC/WET, gzip or plain) -> extract (resiliparse) -> language id -> MinHash/LSH
 near-duplicate removal -> exact line dedup -> decontamination (--decontaminate) -> Gopher rules
 (and --gopher-repetition, --c4, --fineweb) -> harmful filters -> quality classifier (if given) ->
-PII masking -> tokenization. Rerunning the same command resumes an interrupted run. DIR gets clean/*.jsonl, tokens/ (train.npy,
-val.npy, tokenizer.json for `python -m experiments.pretrain --tokens DIR/tokens`), stats.json
+PII masking -> tokenization. Rerunning the same command resumes an interrupted run. DIR gets clean/*.jsonl,
+tokens/ (train.npy, val.npy, tokenizer.json for `python -m experiments.pretrain --tokens DIR/tokens`), stats.json
 and report.md. `--ray local` starts a local Ray instance; `--ray ADDRESS` joins a cluster.
 
 From a notebook: `from experiments.curate import CurationConfig, curate`.

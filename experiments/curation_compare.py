@@ -104,7 +104,8 @@ def _prepare(config: CompareConfig, out: Path) -> dict:
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
         save_tokenizer(tok, d)
-        prep[name] = {"docs": len(texts), "chars": sum(map(len, texts)), "train_tokens": _encode(tok, texts, d / "train.npy")}
+        prep[name] = {"docs": len(texts), "chars": sum(map(len, texts)),
+                      "train_tokens": _encode(tok, texts, d / "train.npy")}
         prep["val_tokens"] = _encode(tok, cur["heldout"], d / "val.npy")
     return prep
 
@@ -128,7 +129,8 @@ def compare(config: CompareConfig = CompareConfig()) -> dict:
                                     name=f"{name}-{config.steps}", sample_tokens=0))
         rows[name] = {**prep[name], "val_loss": r["val_loss"], "val_perplexity": r["val_perplexity"],
                       "seconds": time.perf_counter() - t}
-    table = ["| training text | documents | characters | train tokens | held-out clean loss | perplexity | train time |",
+    table = ["| training text | documents | characters | train tokens | held-out clean loss | perplexity "
+             "| train time |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         table.append(f"| {name} | {r['docs']:,} | {r['chars']:,} | {r['train_tokens']:,} | {r['val_loss']:.3f} | "

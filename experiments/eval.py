@@ -46,8 +46,8 @@ class EvalConfig:
     holdout: float = dataclasses.field(default=0.0, metadata={"help": "perplexity: score the last fraction (0: all)"})
     stride: int = dataclasses.field(default=0, metadata={"help": "perplexity: new tokens per window (0: context/2)"})
     context: int = dataclasses.field(default=0, metadata={"help": "perplexity: window length (0: the model's)"})
-    bos: str = dataclasses.field(default="<|endoftext|>",
-                                 metadata={"help": "perplexity: special token put before a text, if the tokenizer has it"})
+    bos: str = dataclasses.field(default="<|endoftext|>", metadata={
+        "help": "perplexity: special token put before a text, if the tokenizer has it"})
     split: str = dataclasses.field(default="", metadata={"help": "mmlu: dev|val|test (val); gsm8k: test|train (test)"})
     shots: int = 5
     limit: int | None = dataclasses.field(default=None, metadata={"help": "evaluate only the first N examples"})

@@ -36,7 +36,8 @@ class GenerateConfig:
     seed: int = 0
     step: int = dataclasses.field(default=-1, metadata={"help": "checkpoint step (-1: latest)"})
     chunk: int = dataclasses.field(default=8, metadata={"help": "decode steps per device round trip"})
-    draft: str = dataclasses.field(default="", metadata={"help": "run directory of a draft model: speculative decoding"})
+    draft: str = dataclasses.field(default="", metadata={
+        "help": "run directory of a draft model: speculative decoding"})
     draft_len: int = dataclasses.field(default=4, metadata={"help": "tokens the draft proposes per round"})
 
     def __post_init__(self):

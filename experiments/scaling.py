@@ -123,8 +123,8 @@ def load_published(data_dir) -> tuple[Runs, Runs]:
     """(Chinchilla Figure 4 runs, CS336 IsoFLOP runs) from the shared data folder."""
     d = Path(data_dir)
     if not d.is_dir():
-        raise FileNotFoundError(f"data directory not found: {str(d)!r} (expected {CHINCHILLA_FILE} and {ISOFLOPS_FILE}; "
-                                "pass --data-dir, e.g. ../shared/data/scaling)")
+        raise FileNotFoundError(f"data directory not found: {str(d)!r} (expected {CHINCHILLA_FILE} and "
+                                f"{ISOFLOPS_FILE}; pass --data-dir, e.g. ../shared/data/scaling)")
     return load_chinchilla(d / CHINCHILLA_FILE), load_isoflops(d / ISOFLOPS_FILE)
 
 
@@ -269,9 +269,10 @@ def reproduce(config: ReproduceConfig = ReproduceConfig(), progress: bool = True
     chin = 5.76e23
     rows.append([f"D/N at {chin:.3g}", f"{predict(chin, par).tokens_per_param:.1f}", "-",
                  f"{predict(chin, epoch).tokens_per_param:.1f}", f"{predict(chin, hoffmann).tokens_per_param:.1f}"])
-    sections.append(f"## Approach 3: L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Fig. 4 via Epoch, {len(chinchilla)} "
-                    f"points; Huber delta {config.parametric.delta:g}, L-BFGS from {par.n_starts} starts, objective "
-                    f"{par.objective:.6g}; 95% bootstrap CI, {config.parametric.n_bootstrap} resamples)\n\n"
+    sections.append("## Approach 3: L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Fig. 4 via Epoch, "
+                    f"{len(chinchilla)} points; Huber delta {config.parametric.delta:g}, L-BFGS from {par.n_starts} "
+                    f"starts, objective {par.objective:.6g}; 95% bootstrap CI, {config.parametric.n_bootstrap} "
+                    "resamples)\n\n"
                     + format_table(["quantity", "ours", "Epoch grid L-BFGS", "Epoch Table 1 (bootstrap 95% CI)",
                                     "Hoffmann (unrounded)"], rows))
 
@@ -537,7 +538,8 @@ def sweep(config: SweepConfig = SweepConfig(), progress: bool = True, trainer=No
 # ---------------------------------------------------------------- command line
 
 def _parser(cls, prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(parser, cls)
     return parser
 

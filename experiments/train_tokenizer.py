@@ -13,7 +13,6 @@ import dataclasses
 import resource
 import sys
 import time
-from pathlib import Path
 
 from lm.cli_env import prepare_process
 from lm.config import add_dataclass_args, dataclass_from_args, format_config

@@ -39,7 +39,8 @@ def evaluate_task(params, config: ModelConfig, tokenizer, task: Task, problems: 
             records.append({"prompt": task.prompt_text(problem), "completion": text,
                             "gold": problem.get("answer", problem.get("target")),
                             "correct": bool(task.score(text, problem)),
-                            "stopped": bool(lengths[j] < min(max_new_tokens, config.context_length - len(chunk[j]) + 1))})
+                            "stopped": bool(lengths[j] < min(max_new_tokens,
+                                                             config.context_length - len(chunk[j]) + 1))})
     correct = sum(r["correct"] for r in records)
     return {"accuracy": correct / len(records), "n": len(records), "correct": correct,
             "stopped": sum(r["stopped"] for r in records) / len(records), "samples": records[:keep_samples]}

@@ -15,7 +15,8 @@ class CurationConfig:
         "help": "languages to keep (ISO 639-1); none keeps all", "flag": "--language"})
     min_language_score: float = 0.5
     langid_backend: str = dataclasses.field(default="fasttext", metadata={"help": "fasttext, langid or cld2"})
-    langid_model: str = dataclasses.field(default="", metadata={"help": "fastText language-id .bin (default: bundled lid.176.ftz)"})
+    langid_model: str = dataclasses.field(default="", metadata={
+        "help": "fastText language-id .bin (default: bundled lid.176.ftz)"})
     main_content: bool = dataclasses.field(default=False, metadata={"help": "resiliparse main-content heuristics"})
     gopher: bool = True
     gopher_repetition: bool = dataclasses.field(default=False, metadata={
@@ -26,22 +27,27 @@ class CurationConfig:
         "help": "benchmark files or folders (JSONL/JSON/CSV), joined by ','; documents sharing an n-gram go"})
     decontam_ngram: int = 13
     decontam_action: str = dataclasses.field(default="remove", metadata={"help": "remove, or flag (meta only)"})
-    toxic: bool = dataclasses.field(default=True, metadata={"help": "drop toxic pages (default model: alt-profanity-check)"})
+    toxic: bool = dataclasses.field(default=True, metadata={
+        "help": "drop toxic pages (default model: alt-profanity-check)"})
     toxic_model: str = dataclasses.field(default="", metadata={"help": "fastText toxic classifier .bin instead"})
-    nsfw_model: str = dataclasses.field(default="", metadata={"help": "fastText NSFW classifier .bin (no offline default)"})
+    nsfw_model: str = dataclasses.field(default="", metadata={
+        "help": "fastText NSFW classifier .bin (no offline default)"})
     harmful_threshold: float = 0.9
-    quality_model: str = dataclasses.field(default="", metadata={"help": "fastText quality classifier (train_quality_classifier)"})
+    quality_model: str = dataclasses.field(default="", metadata={
+        "help": "fastText quality classifier (train_quality_classifier)"})
     min_quality: float = 0.5
     mask_pii: bool = True
     line_dedup: bool = True
     fuzzy_dedup: bool = True
     minhash: MinHashConfig = dataclasses.field(default_factory=MinHashConfig)
     tokenize: bool = True
-    tokenizer: str = dataclasses.field(default="", metadata={"help": "tokenizer directory (default: train one on the clean text)"})
+    tokenizer: str = dataclasses.field(default="", metadata={
+        "help": "tokenizer directory (default: train one on the clean text)"})
     vocab_size: int = 4096
     val_fraction: float = 0.05
     workers: int = 0  # 0: all cores
-    ray: str = dataclasses.field(default="", metadata={"help": "Ray address ('local' starts one here); empty: processes"})
+    ray: str = dataclasses.field(default="", metadata={
+        "help": "Ray address ('local' starts one here); empty: processes"})
     max_samples: int = 5  # removed documents kept as samples per stage and reason
     canaries: int = dataclasses.field(default=0, metadata={
         "help": "plant this many near-duplicate pairs per Jaccard bucket (0.50-0.95) and report their recall"})

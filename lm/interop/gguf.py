@@ -43,7 +43,8 @@ def convert_gguf(gguf_file: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     except ImportError as e:
-        raise ImportError(f"converting GGUF needs transformers, gguf and accelerate: pip install -e '.[hf]' ({e})") from e
+        raise ImportError("converting GGUF needs transformers, gguf and accelerate: "
+                          f"pip install -e '.[hf]' ({e})") from e
 
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -39,8 +39,9 @@ def rope_theta_from_hf(hf: dict) -> float:
         kind = source.get("rope_type", source.get("type", "default"))
         if kind not in ("default", None):
             raise _unsupported(f"RoPE scaling of type {kind!r} ({source})")
-    if float(hf.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))) != 1.0:
-        raise _unsupported(f"partial_rotary_factor={hf.get('partial_rotary_factor', params.get('partial_rotary_factor'))}")
+    partial = hf.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))
+    if float(partial) != 1.0:
+        raise _unsupported(f"partial_rotary_factor={partial}")
     return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 

@@ -234,23 +234,23 @@ def _fwd_kernel(*refs, st: Static):
         kr = _k_rows(st, kpos_ref, kseg_ref, ks, bk, pl.ds(ks, bk))
 
         def visit(carry):
-            acc, m, l = carry
+            acc, m, ell = carry  # FlashAttention-2's (O, m, l): output, running max, running sum
             s, _ = _scores(st, q, k_ref[pl.ds(ks, bk), :], _visible(st, qr, kr))
             m_new = jnp.maximum(m, jnp.max(s, axis=1))
             p = jnp.exp2(s - m_new[:, None])
             alpha = jnp.exp2(m - m_new)  # rescales what was summed under the old running max
             v = v_ref[pl.ds(ks, bk), :]
             acc = acc * alpha[:, None] + lax.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-            return acc, m_new, l * alpha + jnp.sum(p, axis=1)
+            return acc, m_new, ell * alpha + jnp.sum(p, axis=1)
 
         return _if_segments_meet(st, qr, kr, visit, carry)
 
     lo, hi = _k_blocks(st, q_start, bq, bk, k_ref.shape[0] // bk)
     init = (jnp.zeros((bq, d), jnp.float32), jnp.full((bq,), MASK_VALUE, jnp.float32), jnp.zeros((bq,), jnp.float32))
-    acc, m, l = lax.fori_loop(lo, hi, body, init)
+    acc, m, ell = lax.fori_loop(lo, hi, body, init)
     empty = m <= 0.5 * MASK_VALUE  # no visible key: every score was the mask value (or no block was visited)
-    o_ref[...] = jnp.where(empty[:, None], 0.0, acc / l[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = jnp.where(empty, -MASK_VALUE, m + jnp.log(l) * LOG2E)
+    o_ref[...] = jnp.where(empty[:, None], 0.0, acc / ell[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(empty, -MASK_VALUE, m + jnp.log(ell) * LOG2E)
 
 
 def _row_specs(st, q_block, k_block, q_map, k_map):

@@ -53,12 +53,14 @@ class Attention(nnx.Module):
 
     def __init__(self, config: ModelConfig, key: jax.Array):
         kq, kk, kv, ko = jax.random.split(key, 4)
-        d, h, g, hd, pd = config.d_model, config.n_heads, config.kv_heads, config.head_dim, jnp.dtype(config.param_dtype)
+        d, h, g, hd = config.d_model, config.n_heads, config.kv_heads, config.head_dim
+        pd = jnp.dtype(config.param_dtype)
         self.config = config
         std = math.sqrt(2.0 / (d + h * hd))
         self.wq = _param(truncated_normal(kq, (d, h, hd), std, pd), ("embed", "heads", "head_dim"))
-        self.wk = _param(truncated_normal(kk, (d, g, hd), math.sqrt(2.0 / (d + g * hd)), pd), ("embed", "kv_heads", "head_dim"))
-        self.wv = _param(truncated_normal(kv, (d, g, hd), math.sqrt(2.0 / (d + g * hd)), pd), ("embed", "kv_heads", "head_dim"))
+        kv_std = math.sqrt(2.0 / (d + g * hd))
+        self.wk = _param(truncated_normal(kk, (d, g, hd), kv_std, pd), ("embed", "kv_heads", "head_dim"))
+        self.wv = _param(truncated_normal(kv, (d, g, hd), kv_std, pd), ("embed", "kv_heads", "head_dim"))
         self.wo = _param(truncated_normal(ko, (h, hd, d), std, pd), ("heads", "head_dim", "embed"))
         if config.qkv_bias:
             self.bq = _param(jnp.zeros((h, hd), pd), ("heads", "head_dim"))

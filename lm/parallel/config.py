@@ -29,7 +29,8 @@ class ParallelConfig:
     fsdp: int = dataclasses.field(default=1, metadata={"help": "fully sharded data-parallel axis size (-1: the rest)"})
     tensor: int = dataclasses.field(default=1, metadata={"help": "tensor-parallel axis size (-1: the rest)"})
     pipe: int = dataclasses.field(default=1, metadata={"help": "pipeline stages (-1: the rest)"})
-    microbatches: int = dataclasses.field(default=0, metadata={"help": "pipeline microbatches per step (0: 2 x stages)"})
+    microbatches: int = dataclasses.field(default=0, metadata={
+        "help": "pipeline microbatches per step (0: 2 x stages)"})
     mode: str = dataclasses.field(default="jit", metadata={"help": f"one of {MODES}"})
 
     def __post_init__(self):

@@ -60,7 +60,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 @functools.lru_cache(maxsize=1)
 def gpt2_bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable unicode characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars = printable[:]
     n = 0
     for b in range(256):
@@ -75,7 +75,8 @@ def _gpt2_token_to_bytes(token: str, decoder: dict[str, int], where: str) -> byt
     try:
         return bytes(decoder[c] for c in token)
     except KeyError as e:
-        raise ValueError(f"{where}: character {e.args[0]!r} in token {token!r} is not in GPT-2's byte alphabet") from None
+        raise ValueError(f"{where}: character {e.args[0]!r} in token {token!r} is not in GPT-2's byte "
+                         "alphabet") from None
 
 
 def load_gpt2_tokenizer(

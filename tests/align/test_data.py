@@ -66,7 +66,10 @@ def test_pack_examples_keeps_examples_whole_and_masks_responses():
     # Fewer rows than one example per row, and each row's tokens are a concatenation of whole examples.
     assert n_rows < 40
     padded = tokenize_pairs(prompts, responses, context_length=seq_len)
-    assert p["response_mask"].size - p["response_mask"].sum() < padded["response_mask"].size - padded["response_mask"].sum()
+    def prompt_and_padding(batch):
+        return batch["response_mask"].size - batch["response_mask"].sum()
+
+    assert prompt_and_padding(p) < prompt_and_padding(padded)
 
 
 def test_pack_rejects_an_example_longer_than_a_row():

@@ -74,7 +74,9 @@ def test_dpo_loss_hand_computed():
     np.testing.assert_allclose(float(m["reward_margin"]), (1 - 0.5) / 2, atol=1e-7)
     # d loss / d policy_chosen = -beta * sigmoid(-margin) / n_pairs
     g = jax.grad(lambda x: dpo_loss(x, pr, rc, rr, 0.5)[0])(pc)
-    sig = lambda z: 1 / (1 + np.exp(-z))
+    def sig(z):
+        return 1 / (1 + np.exp(-z))
+
     np.testing.assert_allclose(g, [-0.5 * sig(-1.0) / 2, -0.5 * sig(0.5) / 2], rtol=1e-6)
     # Equal policy and reference: loss log 2 whatever beta.
     z = jnp.zeros(3)
@@ -140,7 +142,8 @@ def test_policy_gradient_loss_types():
     on_policy, _ = policy_gradient_loss(lp, "grpo_clip", advantages=adv, old_log_probs=lp, cliprange=0.2)
     np.testing.assert_allclose(on_policy, -np.asarray(adv)[:, None] * np.ones((3, 5)), rtol=1e-6)
     # On-policy, GRPO-clip and REINFORCE-with-baseline have the same gradient.
-    g1 = jax.grad(lambda x: policy_gradient_loss(x, "grpo_clip", advantages=adv, old_log_probs=lp, cliprange=0.2)[0].sum())(lp)
+    g1 = jax.grad(lambda x: policy_gradient_loss(x, "grpo_clip", advantages=adv, old_log_probs=lp,
+                                                 cliprange=0.2)[0].sum())(lp)
     g2 = jax.grad(lambda x: policy_gradient_loss(x, "reinforce_with_baseline", advantages=adv)[0].sum())(lp)
     np.testing.assert_allclose(g1, g2, rtol=1e-6)
     with pytest.raises(ValueError, match="old_log_probs"):

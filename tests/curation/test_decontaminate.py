@@ -37,7 +37,8 @@ def test_planted_strings_are_found_per_benchmark(bench, english_docs):
     for doc in english_docs[:30]:
         assert contamination(doc, idx) == {}
     # Reformatted (case, punctuation, line breaks) inside a page: still found.
-    page = english_docs[0] + "\n\nQ: " + QUESTION.upper().replace(",", "").replace(" ", "\n", 3) + "\n" + english_docs[1]
+    reformatted = QUESTION.upper().replace(",", "").replace(" ", "\n", 3)
+    page = english_docs[0] + "\n\nQ: " + reformatted + "\n" + english_docs[1]
     hits = contamination(page, idx)
     assert set(hits) == {"gsm"} and hits["gsm"] == len(QUESTION.split()) - 13 + 1
     quiz = "Which planet in the solar system has the largest number of known moons as of this year? Saturn"

@@ -123,7 +123,8 @@ def test_killed_run_resumes_to_identical_output(crawl, reference, tmp_path, monk
     out = tmp_path / "killed"
     kwargs = _kwargs(crawl, out, keep_work=True)
     cfg = CurationConfig(**kwargs)
-    code = ("import json, sys\nfrom lm.curation.config import CurationConfig\nfrom lm.curation.pipeline import run_curation\n"
+    code = ("import json, sys\nfrom lm.curation.config import CurationConfig\n"
+            "from lm.curation.pipeline import run_curation\n"
             "run_curation(CurationConfig(**json.loads(sys.argv[1])), progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(kwargs)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

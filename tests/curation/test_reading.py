@@ -35,7 +35,8 @@ def test_compression_is_detected_from_bytes_not_the_name(tmp_path):
 def test_garbage_between_records_costs_nothing_but_is_reported(tmp_path):
     raw = write_warc(tmp_path / "a.warc", PAGES).read_bytes()
     starts = [m.start() for m in re.finditer(rb"WARC/1\.\d\r\n", raw)]
-    bad = raw[:starts[1]] + b"this is not a WARC header\r\n\r\n" + raw[starts[1]:starts[2]] + b"\x00\xff junk" + raw[starts[2]:]
+    bad = (raw[:starts[1]] + b"this is not a WARC header\r\n\r\n" + raw[starts[1]:starts[2]] + b"\x00\xff junk"
+           + raw[starts[2]:])
     (tmp_path / "bad.warc").write_bytes(bad)
     errors = []
     assert [r.url for r in read_warc(tmp_path / "bad.warc", errors)] == [u for u, _, _ in PAGES]

@@ -7,7 +7,8 @@ from lm.data import batch_at, eval_batches, load_tokens, make_train_iterator, sp
 
 
 @settings(max_examples=50, deadline=None)
-@given(n=st.integers(20, 5000), batch=st.integers(1, 8), ctx=st.integers(1, 16), seed=st.integers(0, 2**31), step=st.integers(0, 10**6))
+@given(n=st.integers(20, 5000), batch=st.integers(1, 8), ctx=st.integers(1, 16), seed=st.integers(0, 2**31),
+       step=st.integers(0, 10**6))
 def test_batches_are_windows_of_the_array_and_deterministic(n, batch, ctx, seed, step):
     tokens = np.arange(n, dtype=np.uint16)
     b = batch_at(tokens, step, batch, ctx, seed)

@@ -104,7 +104,8 @@ def test_cli_mmlu_and_gsm8k_write_per_example_records(run, tmp_path, capsys):
     recs = [json.loads(x) for x in (tmp_path / "m" / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 3 and {"prompt", "pred", "gold", "correct", "subject"} <= set(recs[0])
     assert "| alpha_beta |" in (tmp_path / "m" / "results.md").read_text()
-    assert main([*common, "--task", "gsm8k", "--shots", "0", "--max-new-tokens", "4", "--out", str(tmp_path / "g")]) == 0
+    assert main([*common, "--task", "gsm8k", "--shots", "0", "--max-new-tokens", "4",
+                 "--out", str(tmp_path / "g")]) == 0
     recs = [json.loads(x) for x in (tmp_path / "g" / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 3 and {"prompt", "prediction", "extracted", "gold", "correct"} <= set(recs[0])
     assert [r["gold"] for r in recs] == ["42", "7", "1042"]

@@ -103,7 +103,8 @@ def test_unexpected_tensor_is_refused(ckpt):
 
 def test_shape_mismatch(ckpt):
     edit_config(ckpt, intermediate_size=64)
-    with pytest.raises(ValueError, match=r"mlp\.(down|gate|up)_proj\.weight has shape \((80, 48|48, 80)\).*implies \((64, 48|48, 64)\)"):
+    with pytest.raises(ValueError, match=r"mlp\.(down|gate|up)_proj\.weight has shape \((80, 48|48, 80)\)"
+                                         r".*implies \((64, 48|48, 64)\)"):
         load_hf(ckpt)
 
 

@@ -25,7 +25,7 @@ CHATML = """{% for message in messages %}
 {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}
 {% endfor %}
 {% if tools %}{{ tools | tojson }}{% endif %}
-{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"""
+{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"""  # noqa: E501 (a template)
 CHAT = [{"role": "user", "content": "What is 7 * 6?"}, {"role": "assistant", "content": "42"},
         {"role": "user", "content": "And 8 * 9? Answer with «a number»."}]
 

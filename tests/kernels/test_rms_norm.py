@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from lm.kernels.rms_norm import NormBlocks, reference_rms_norm, rms_norm_pallas, rms_norm_triton

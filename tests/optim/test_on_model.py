@@ -7,7 +7,8 @@ import optax
 import pytest
 
 from lm.model import forward, get_preset, init
-from lm.optim import OptimizerConfig, adamw, build_optimizer, cosine_schedule, newton_schulz, weight_decay_mask, wsd_schedule
+from lm.optim import (OptimizerConfig, adamw, build_optimizer, cosine_schedule, newton_schulz, weight_decay_mask,
+                      wsd_schedule)
 from lm.train.loss import cross_entropy
 
 CONFIG = get_preset("tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=2, d_ff=48, context_length=16)
