@@ -7,8 +7,10 @@
 `rules.py` is the one table that maps the model's logical axis names to mesh
 axes; `mesh.py` builds the mesh; `sharding.py` derives NamedShardings for
 params, optimizer state and batches; `plan.py` jits any step with them;
-`pipeline.py`, `ddp.py` and `zero1.py` are the shard_map versions with
-explicit collectives; `distributed.py` starts multi-process runs.
+`ddp.py` and `zero1.py` are shard_map versions with explicit collectives
+(for any step's gradients; GPipe, which needs the model's layers, is
+`lm.train.pipeline`); `distributed.py` starts multi-process runs. Nothing here
+imports `lm.train`: the steps come in as functions.
 """
 
 from lm.parallel.config import AXES, MODES, ParallelConfig

@@ -5,15 +5,17 @@ This is what the compiler builds from a replicated-params, sharded-batch jit
 train state, computes gradients of its own rows, averages them with one
 all-reduce, and applies the same update. No gradient bucketing: XLA combines
 the per-leaf all-reduces itself.
+
+Any step works: `grads_fn(params, rows) -> (loss, metrics, grads)` and
+`apply_fn(state, grads, loss, metrics) -> (state, metrics)` (lm.trainer binds the pretraining ones).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 from jax.sharding import Mesh, PartitionSpec
-
-from lm.train.config import TrainConfig
-from lm.train.step import apply_gradients, compute_grads
 
 
 def average_metrics(loss, metrics: dict, axis: str):
@@ -22,7 +24,7 @@ def average_metrics(loss, metrics: dict, axis: str):
     return jax.lax.pmean(loss, axis), metrics
 
 
-def local_grads(params, batch, config: TrainConfig, axis: str):
+def local_grads(params, batch, grads_fn: Callable, axis: str):
     """Gradients of this device's rows only.
 
     The params are replicated (device-invariant); marking them varying first keeps
@@ -30,17 +32,17 @@ def local_grads(params, batch, config: TrainConfig, axis: str):
     collective of the step is the explicit `pmean` that follows.
     """
     params = jax.tree.map(lambda p: jax.lax.pcast(p, axis, to="varying"), params)
-    return compute_grads(params, batch, config)
+    return grads_fn(params, batch)
 
 
-def ddp_train_step(state, batch: jax.Array, config: TrainConfig, mesh: Mesh):
-    """One step on a global batch [batch, seq + 1] split over the `data` axis."""
+def ddp_train_step(state, batch, grads_fn: Callable, apply_fn: Callable, mesh: Mesh):
+    """One step on a global batch (leaves [batch, ...]) split over the `data` axis."""
 
     def body(state, rows):
-        loss, metrics, grads = local_grads(state.params, rows, config, "data")
+        loss, metrics, grads = local_grads(state.params, rows, grads_fn, "data")
         grads = jax.lax.pmean(grads, "data")  # the all-reduce
         loss, metrics = average_metrics(loss, metrics, "data")
-        return apply_gradients(state, grads, loss, metrics, config)
+        return apply_fn(state, grads, loss, metrics)
 
     return jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec("data")),
                          out_specs=(PartitionSpec(), PartitionSpec()), check_vma=True)(state, batch)

@@ -15,16 +15,16 @@ The update is elementwise per slice, so this needs AdamW (Muon reads whole matri
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lm.optim import build_optimizer, global_norm
+from lm.optim import OptimizerConfig, build_optimizer, global_norm
 from lm.parallel.ddp import average_metrics, local_grads
 from lm.parallel.sharding import mirror_param_shardings
-from lm.train.config import TrainConfig
 
 WHOLE = -1  # a leaf no dimension of which the data axis divides: every device keeps it all
 
@@ -50,22 +50,24 @@ def zero1_state_shardings(abstract_state, mesh: Mesh):
     return abstract_state._replace(step=rep, params=params, opt_state=opt)
 
 
-def check_zero1(config: TrainConfig) -> None:
-    if config.optim.name != "adamw":
+def check_zero1(optim: OptimizerConfig) -> None:
+    if optim.name != "adamw":
         raise ValueError("ZeRO-1 here supports AdamW only: Muon orthogonalises whole matrices, which a "
                          "device holding a slice cannot do; use mode 'jit' or 'ddp' with Muon")
 
 
-def zero1_train_step(state, batch: jax.Array, config: TrainConfig, mesh: Mesh, opt_specs):
-    """One step; `opt_specs` are the PartitionSpecs of the optimizer state (zero1_state_shardings)."""
+def zero1_train_step(state, batch, grads_fn: Callable, optim: OptimizerConfig, total_steps: int, mesh: Mesh,
+                     opt_specs):
+    """One step of `grads_fn(params, rows) -> (loss, metrics, grads)` with the optimizer `optim` (its
+    schedule over `total_steps`); `opt_specs` are the optimizer state's PartitionSpecs (zero1_state_shardings)."""
     n = mesh.shape["data"]
     dims = shard_dims(state.params, n)
-    clip = config.optim.grad_clip
-    inner = build_optimizer(dataclasses.replace(config.optim, grad_clip=0.0), config.steps)
+    clip = optim.grad_clip
+    inner = build_optimizer(dataclasses.replace(optim, grad_clip=0.0), total_steps)
 
     def body(state, rows):
         me = jax.lax.axis_index("data")
-        loss, metrics, grads = local_grads(state.params, rows, config, "data")
+        loss, metrics, grads = local_grads(state.params, rows, grads_fn, "data")
 
         def scatter(g, d):  # mean gradient of this device's slice
             return jax.lax.pmean(g, "data") if d == WHOLE else jax.lax.psum_scatter(

@@ -1,4 +1,4 @@
-"""GPipe pipeline parallelism: layers split into stages over the `pipe` mesh axis.
+"""GPipe pipeline parallelism of the pretraining step: layers split into stages over the `pipe` mesh axis.
 
 The model stores its blocks stacked, `params["blocks"]` leaves shaped
 [n_layers, ...], and the rules table shards their "layers" axis over `pipe`,

@@ -19,7 +19,6 @@ from lm.data import TokenData, eval_batches, make_train_iterator
 from lm.model import logical_axes
 from lm.parallel.ddp import ddp_train_step
 from lm.parallel.mesh import make_mesh, mesh_sizes
-from lm.parallel.pipeline import check_pipeline, pipeline_train_step
 from lm.parallel.plan import Plan, make_plan
 from lm.parallel.rules import check_model, strategy_name
 from lm.parallel.sharding import replicated
@@ -29,8 +28,9 @@ from lm.train.config import TrainConfig
 from lm.train.convert import saved_layout
 from lm.train.files import atomic_write_json
 from lm.train.mfu import cached_peak_flops
+from lm.train.pipeline import check_pipeline, pipeline_train_step
 from lm.train.plot import plot_losses
-from lm.train.step import eval_step, init_state, train_step
+from lm.train.step import apply_gradients, compute_grads, eval_step, init_state, train_step
 from lm.trainer.loop import Loop, RunOptions, TrainResult, fit
 
 
@@ -43,14 +43,17 @@ def _step_and_shardings(config: TrainConfig, mesh, abstract):
         stages, micro = par.stages_microbatches(len(mesh.devices.flat))
         check_pipeline(config, stages, micro, sizes["data"])
         return functools.partial(pipeline_train_step, config=config, mesh=mesh, microbatches=micro), None, False
+    grads = functools.partial(compute_grads, config=config)
     if par.mode == "ddp":
-        return (functools.partial(ddp_train_step, config=config, mesh=mesh),
+        apply = functools.partial(apply_gradients, config=config)
+        return (functools.partial(ddp_train_step, grads_fn=grads, apply_fn=apply, mesh=mesh),
                 jax.tree.map(lambda _: replicated(mesh), abstract), False)
     if par.mode == "zero1":
-        check_zero1(config)
+        check_zero1(config.optim)
         shardings = zero1_state_shardings(abstract, mesh)
         specs = jax.tree.map(lambda s: s.spec, shardings.opt_state)
-        return functools.partial(zero1_train_step, config=config, mesh=mesh, opt_specs=specs), shardings, False
+        return (functools.partial(zero1_train_step, grads_fn=grads, optim=config.optim, total_steps=config.steps,
+                                  mesh=mesh, opt_specs=specs), shardings, False)
     return functools.partial(train_step, config=config), None, True
 
 
