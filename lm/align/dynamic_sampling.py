@@ -41,7 +41,7 @@ def _concat(parts: list[dict]) -> dict:
                 else [x for p in parts for x in p[k]]) for k in keys}
 
 
-def _check(batch: dict, group_size: int) -> int:
+def _check(batch: dict) -> int:
     if "rewards" not in batch:
         raise ValueError(f"a group batch needs a 'rewards' entry; got keys {sorted(batch)}")
     n = len(batch["rewards"])
@@ -53,7 +53,7 @@ def _check(batch: dict, group_size: int) -> int:
 
 def filter_groups(batch: dict, group_size: int) -> tuple[dict, int]:
     """(the batch without its uniform-reward groups, how many groups were dropped)."""
-    _check(batch, group_size)
+    _check(batch)
     uniform = uniform_groups(batch["rewards"], group_size)
     return _rows(batch, _group_rows(np.flatnonzero(~uniform), group_size)), int(uniform.sum())
 
@@ -74,7 +74,7 @@ def fill_groups(sample: Callable[[int], dict], n_groups: int, group_size: int,
     while n_kept < n_groups and tries < max_tries:
         batch = sample(tries)
         tries += 1
-        _check(batch, group_size)
+        _check(batch)
         uniform = uniform_groups(batch["rewards"], group_size)
         good = np.flatnonzero(~uniform)[: n_groups - n_kept]
         kept.append(_rows(batch, _group_rows(good, group_size)))

@@ -55,6 +55,11 @@ class PGLossConfig:
     dynamic_sampling  drop groups whose rewards are all equal (no signal) and refill from further prompts.
     max_sampling_tries  rollout rounds per step at most when refilling (the batch is topped up with
                     dropped groups, which carry zero advantage, if still short).
+
+    The train step (`lm.align.grpo.grpo_train_step(..., loss=)`) applies loss_type, length_norm,
+    norm_constant, the clip ranges, kl_coef and truncation="mask" (from batch["truncated"]); the rollout
+    loop applies normalize_std (`group_advantages`), truncation="penalty" (`shape_rewards`, before the
+    advantages) and dynamic_sampling (`lm.align.dynamic_sampling.fill_groups`).
     """
 
     loss_type: str = "grpo_clip"

@@ -90,8 +90,10 @@ def _split(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
 
 def init_lora(params: dict, config: LoRAConfig, key: jax.Array) -> dict:
     """Adapters {name: {"a": float32 [layers, d_in, r], "b": float32 [layers, r, d_out] of zeros}}."""
+    keys = dict(zip(TARGETS, jax.random.split(key, len(TARGETS))))  # by name: a target's draw ignores the others
     adapters = {}
-    for name, k in zip(target_names(params, config), jax.random.split(key, len(TARGETS))):
+    for name in target_names(params, config):
+        k = keys[name]
         shape = jnp.shape(_weight(params, name))
         d_in, d_out = _split(name, shape)
         bound = 1.0 / math.sqrt(d_in)
