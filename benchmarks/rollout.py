@@ -123,7 +123,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
     body = (f"## GRPO rollouts: prefill once per prompt (`python benchmarks/rollout.py`)\n\n"
-            f"Commit {commit}; {machine_description()}; interleaved repeats after a compiling one, random weights, the same samples on both paths (checked every repeat). "
+            f"Commit {commit}; {machine_description()}; interleaved repeats after a compiling one, random weights, "
+            "the same samples on both paths (checked every repeat). "
             "`lm.align.rollout.rollout` prefills the n distinct prompts once and copies each prompt's KV cache "
             f"into its G sample rows; before, it prefilled all n * G repeated prompts. 1-minute load average "
             f"{load[0]:.1f} at the start and {load[1]:.1f} at the end (a shared machine: the ratios, from "
