@@ -147,11 +147,12 @@ def run_pipeline(config: PipelineConfig = PipelineConfig(), progress: bool = Tru
     t0 = time.perf_counter()
     data = write_pretraining_data(root / "data", config.pretrain_lines, config.seed)
     pre = PretrainConfig(model=config.model, tokens=str(data), out=str(root), name="pretrain",
-                         steps=config.pretrain_steps, batch_size=config.pretrain_batch_size, eval_every=config.pretrain_steps,
-                         save_every=config.pretrain_steps, log_every=50, sample_tokens=0, seed=config.seed,
-                         async_checkpoints=False, optim=OptimizerConfig(name=config.pretrain_optimizer, lr=config.pretrain_lr,
-                                                    muon_lr=config.pretrain_muon_lr, warmup_steps=30,
-                                                    schedule=config.pretrain_schedule))
+                         steps=config.pretrain_steps, batch_size=config.pretrain_batch_size,
+                         eval_every=config.pretrain_steps, save_every=config.pretrain_steps, log_every=50,
+                         sample_tokens=0, seed=config.seed, async_checkpoints=False,
+                         optim=OptimizerConfig(name=config.pretrain_optimizer, lr=config.pretrain_lr,
+                                               muon_lr=config.pretrain_muon_lr, warmup_steps=30,
+                                               schedule=config.pretrain_schedule))
     pre_result = pretrain(pre, progress=progress)
     seconds = time.perf_counter() - t0
     stage("pretrained", pre_result["state"]["params"], ARITHMETIC, seconds)

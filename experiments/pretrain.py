@@ -15,7 +15,8 @@ standard library's docstrings and `pydoc_data` topics). Everything is written
 under `--out/--name`: tokenizer, token arrays, checkpoints, metrics.jsonl,
 loss.png, sample.txt, summary.json and run.json (the data's fingerprint and the config). A
 directory that holds checkpoints is continued only with `--resume` and replaced only with
-`--overwrite`; a resume on other data than the run's is refused unless `--allow-data-change`. Documents are kept apart inside each training window
+`--overwrite`; a resume on other data than the run's is refused unless `--allow-data-change`.
+Documents are kept apart inside each training window
 (attention, positions and loss) wherever the tokenizer has `<|endoftext|>`;
 `--document_mask false` trains on windows as plain sequences. `--dry-run`
 compiles the train step for the chosen model, batch and mesh without data or
@@ -132,7 +133,8 @@ def load_data(config: PretrainConfig, progress: bool = True):
     if config.tokens:
         d = Path(config.tokens)
         if not (d / "train.npy").is_file():
-            raise FileNotFoundError(f"--tokens {str(d)!r} must contain train.npy (and optionally val.npy, tokenizer.json)")
+            raise FileNotFoundError(f"--tokens {str(d)!r} must contain train.npy "
+                                    "(and optionally val.npy, tokenizer.json)")
         train_ids = load_tokens(d / "train.npy")
         data = (TokenData(train_ids, load_tokens(d / "val.npy")) if (d / "val.npy").is_file()
                 else split_tokens(train_ids, config.val_fraction))

@@ -35,7 +35,7 @@ def test_end_to_end_then_resume(text_file, tmp_path, capsys):
     assert summary["val_loss"] > 0 and summary["val_perplexity"] > 1
     assert "held-out loss" in capsys.readouterr().out
     assert main([*args, "--steps", "12", "--resume", "true"]) == 0
-    steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 12 and sorted(set(steps)) == sorted(set(steps), key=int)
     assert "resumed from step 8" in capsys.readouterr().out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def plot_losses(history: list[dict], path: str | os.PathLike, title: str = "") -> str:
@@ -25,6 +26,8 @@ def plot_losses(history: list[dict], path: str | os.PathLike, title: str = "") -
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")  # written beside, then renamed over the old plot
+    fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    os.replace(tmp, path)
     return str(path)

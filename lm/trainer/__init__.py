@@ -14,5 +14,6 @@ from lm.trainer.loop import Loop, RunOptions, TrainResult, fit
 from lm.trainer.pretrain import evaluate, pretrain_plan, train
 from lm.trainer.run_dir import data_fingerprint, prepare_run
 
-__all__ = ["Loop", "MetricsLog", "RunOptions", "TrainResult", "data_fingerprint", "evaluate", "fine_tune_plan", "fit", "prepare_run",
+__all__ = ["Loop", "MetricsLog", "RunOptions", "TrainResult", "data_fingerprint", "evaluate", "fine_tune_plan", "fit",
+           "prepare_run",
            "pretrain_plan", "read_history", "train"]

@@ -55,7 +55,7 @@ def test_dpo_microbatches_match_full_batch():
     # perturb the reference so the loss is not at its symmetric point
     b = dict(b, ref_chosen=b["ref_chosen"] - 1.0)
     full = jax.jit(lambda p, bb: accumulate(lambda p, bb: dpo_batch_loss(p, bb, tc, 0.1), p, bb, 1))(params, b)
-    halves = lambda p, bb: (lambda l, m: (l / 2, m))(*dpo_batch_loss(p, bb, tc, 0.1))  # noqa: E731
+    halves = lambda p, bb: (lambda loss, m: (loss / 2, m))(*dpo_batch_loss(p, bb, tc, 0.1))  # noqa: E731
     half = jax.jit(lambda p, bb: accumulate(halves, p, bb, 2))(params, b)
     np.testing.assert_allclose(full[0], half[0], rtol=1e-6)
     jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-7), full[2], half[2])

@@ -26,7 +26,8 @@ def batch():
 
 def train_config(**kw):
     optim = OptimizerConfig(lr=1e-2, warmup_steps=0, schedule="constant", weight_decay=0.0)
-    return SFTConfig(train=TrainConfig(**{"steps": 30, "batch_size": 4, "optim": optim, **kw})).train_config(tiny.CONFIG)
+    train = TrainConfig(**{"steps": 30, "batch_size": 4, "optim": optim, **kw})
+    return SFTConfig(train=train).train_config(tiny.CONFIG)
 
 
 def test_sft_loss_is_masked_cross_entropy():

@@ -62,7 +62,8 @@ def specs(tree) -> dict:
 
 
 def max_diff(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def initial_state(cfg: TrainConfig) -> dict:
@@ -208,8 +209,9 @@ def fine_tune() -> dict:
     rewards = rng.integers(0, 2, 16).astype(np.float32)
     grpo = GRPOConfig(prompts_per_step=4, group_size=4, loss_type="grpo_clip", max_new_tokens=4,
                       train=dataclasses.replace(config(), model=MODEL))
+    old = batch_logprobs(params, batch["input_ids"], batch["labels"], model=MODEL)
     grpo_batch = dict(batch, raw_rewards=rewards, advantages=np.asarray(group_advantages(rewards, 4)[0]),
-                      old_log_probs=np.asarray(batch_logprobs(params, batch["input_ids"], batch["labels"], model=MODEL)))
+                      old_log_probs=np.asarray(old))
     kinds = {"sft": (lambda tc: functools.partial(sft_train_step, config=tc), batch),
              "grpo": (lambda tc: functools.partial(grpo_train_step, config=grpo, train_config=tc), grpo_batch)}
     out = {}

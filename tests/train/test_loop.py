@@ -66,7 +66,7 @@ def test_fused_loss_trains_like_full_logits(tmp_path, tied):
     kw = dict(model=model, steps=3, eval_every=3, save_every=3, z_loss=1e-3)
     full = train(_config(loss_chunk=0, **kw), data, tmp_path / "full", progress=False)
     fused = train(_config(loss_chunk=16, **kw), data, tmp_path / "fused", progress=False)  # 4 chunks a batch
-    np.testing.assert_allclose([l for _, l in _losses(fused.history)], [l for _, l in _losses(full.history)], rtol=1e-5)
+    np.testing.assert_allclose([v for _, v in _losses(fused.history)], [v for _, v in _losses(full.history)], rtol=1e-5)
     np.testing.assert_allclose(fused.final_val_loss, full.final_val_loss, rtol=1e-5)
     for x, y in zip(jax.tree.leaves(full.state["params"]), jax.tree.leaves(fused.state["params"])):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
@@ -74,10 +74,10 @@ def test_fused_loss_trains_like_full_logits(tmp_path, tied):
 
 def test_outputs_and_learning(tmp_path):
     result = train(_config(steps=60, eval_every=30, save_every=30), _data(), tmp_path / "run", progress=False)
-    losses = [l for _, l in _losses(result.history)]
+    losses = [v for _, v in _losses(result.history)]
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.5
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
-    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("val_loss" in r for r in records) and all("step" in r for r in records)
     assert all(0 < r["mfu"] for r in records if "mfu" in r)
 
