@@ -98,11 +98,6 @@ def describe(graph, component: list[str]) -> str:
                      if b in graph.get(a, {}))
 
 
-# lm/parallel <-> lm/train is being untangled with the training-loop rewrite (issue 19); until then this one
-# pair is reported by its own xfail test below instead of failing the general one.
-KNOWN = {("lm.parallel", "lm.train")}
-
-
 def test_cycle_finder_sees_a_cycle_and_a_function_level_import(tmp_path):
     graph = {"lm.a": {"lm.b": ["x"]}, "lm.b": {"lm.c": ["y"]}, "lm.c": {"lm.a": ["z"]}, "lm.d": {"lm.a": ["w"]}}
     assert cycles(graph) == [["lm.a", "lm.b", "lm.c"]]
@@ -115,21 +110,12 @@ def test_cycle_finder_sees_a_cycle_and_a_function_level_import(tmp_path):
 
 def test_no_cycle_between_packages():
     graph = package_graph()
-    bad = [c for c in cycles(graph) if tuple(c) not in KNOWN]
-    assert not bad, "package import cycles: " + " | ".join(describe(graph, c) for c in bad)
+    assert not cycles(graph), "package import cycles: " + " | ".join(describe(graph, c) for c in cycles(graph))
 
 
 def test_no_cycle_between_modules():
     graph = import_graph(REPO, str)
     assert not cycles(graph), "module import cycles: " + " | ".join(describe(graph, c) for c in cycles(graph))
-
-
-@pytest.mark.xfail(strict=False, reason="TODO(issue 19): lm/parallel and lm/train import each other until the "
-                                        "training-loop rewrite lands; then delete KNOWN and this test")
-def test_parallel_and_train_import_one_way():
-    graph = package_graph()
-    bad = [c for c in cycles(graph) if tuple(c) in KNOWN]
-    assert not bad, "package import cycles: " + " | ".join(describe(graph, c) for c in bad)
 
 
 ALL_MODULES = sorted(module_name(p) for p in (REPO / "lm").rglob("*.py"))
