@@ -19,6 +19,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from lm.cli_env import prepare_process
 from lm.config import check_positive, cli
 from lm.inference.engine import Engine, EngineConfig
 from lm.inference.load import load_run
@@ -86,4 +87,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     raise SystemExit(main())
