@@ -41,7 +41,11 @@ class Plan:
     description: str = "single device"
 
     def place(self, state):
-        """A train state made elsewhere (one device, a checkpoint) in this plan's shardings."""
+        """A train state made elsewhere (one device, a checkpoint) in this plan's shardings; a dict with
+        the state's fields (an older state, extra keys such as "rng" ignored) becomes the state's type."""
+        fields = getattr(self.state_shardings, "_fields", None)
+        if fields is not None and isinstance(state, dict):
+            state = type(self.state_shardings)(*(state[f] for f in fields))
         return jax.device_put(state, self.state_shardings)
 
     def put_batch(self, rows):
