@@ -23,5 +23,6 @@ from lm.inference.request import Request
 from lm.inference.sampling import SamplingConfig
 from lm.inference.speculative import SpecResult, speculative_generate, speculative_stream
 
-__all__ = ["DraftTuner", "Engine", "EngineConfig", "KVCache", "Request", "SamplingConfig", "SpecResult", "extend", "generate", "generate_ids", "init_cache", "load_run",
-           "rewind", "speculative_generate", "speculative_stream", "stream_ids"]
+__all__ = ["DraftTuner", "Engine", "EngineConfig", "KVCache", "Request", "SamplingConfig", "SpecResult", "extend",
+           "generate", "generate_ids", "init_cache", "load_run", "rewind", "speculative_generate", "speculative_stream",
+           "stream_ids"]

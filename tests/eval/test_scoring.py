@@ -21,7 +21,8 @@ def _brute(params, c, ctx, cont):
     return sum(lp[len(ctx) - 1 + j, t] for j, t in enumerate(cont))
 
 
-@pytest.mark.parametrize("variant", [dict(n_layers=2), dict(sliding_window=6, tie_embeddings=True, positions="learned")])
+@pytest.mark.parametrize("variant", [dict(n_layers=2),
+                                     dict(sliding_window=6, tie_embeddings=True, positions="learned")])
 def test_scores_match_a_full_forward_pass_and_ignore_padding(variant):
     c = config(**variant)
     params = random_params(c, 1)
