@@ -1,7 +1,7 @@
 """LoRA against full fine-tuning: SFT of the `tiny` model on a new prompt format, same data and steps.
 
-    python benchmarks/lora_sft.py                # writes the `lora_sft` section of RESULTS.md
-    python benchmarks/lora_sft.py --quick        # fewer steps, nothing written
+    python -m benchmarks.lora_sft                # writes the `lora_sft` section of RESULTS.md
+    python -m benchmarks.lora_sft --quick        # fewer steps, nothing written
 
 A base model is made first: the `tiny` preset (byte vocabulary) fully trained with SFT on the
 `arithmetic` task ("37+58=" -> reversed digits). Each method then fine-tunes that base on
@@ -18,29 +18,27 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.align.data import tokenize_pairs
+from lm.align.evaluate import evaluate_task
+from lm.align.sft import sft_loss
+from lm.align.step import loss_weights
+from lm.align.tasks import ARITHMETIC, ARITHMETIC_QA, task_problems
+from lm.cli_env import prepare_process
+from lm.model import get_preset, init
+from lm.model.lora import LoRAConfig, init_lora, merge, param_count
+from lm.optim import OptimizerConfig, build_optimizer
+from lm.tokenizer import Tokenizer
+from lm.train.config import TrainConfig
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
-from lm.align.data import tokenize_pairs  # noqa: E402
-from lm.align.evaluate import evaluate_task  # noqa: E402
-from lm.align.sft import sft_loss  # noqa: E402
-from lm.align.step import loss_weights  # noqa: E402
-from lm.align.tasks import ARITHMETIC, ARITHMETIC_QA, task_problems  # noqa: E402
-from lm.model import get_preset, init  # noqa: E402
-from lm.model.lora import LoRAConfig, init_lora, merge, param_count  # noqa: E402
-from lm.optim import OptimizerConfig, build_optimizer  # noqa: E402
-from lm.tokenizer import Tokenizer  # noqa: E402
-from lm.train.config import TrainConfig  # noqa: E402
 
 MODEL = get_preset("tiny", vocab_size=257, context_length=64)
 BATCH = 32
@@ -145,7 +143,7 @@ def main() -> None:
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
-    body = (f"## LoRA vs full SFT (`python benchmarks/lora_sft.py`)\n\nCommit {commit}; {machine_description()}; "
+    body = (f"## LoRA vs full SFT (`python -m benchmarks.lora_sft`)\n\nCommit {commit}; {machine_description()}; "
             f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (shared machine). The `tiny` "
             f"preset ({param_count(base):,} parameters, byte vocabulary, context 64) after {base_steps} full SFT steps "
             f"on `arithmetic`, then {steps} steps of batch {BATCH} on `arithmetic-qa` per method, the same batches, "
@@ -155,4 +153,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    prepare_process()
     main()

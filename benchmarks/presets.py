@@ -1,7 +1,7 @@
 """Every model preset compiled ahead of time on this machine, and what remat saves.
 
-    python benchmarks/presets.py            # print both tables
-    python benchmarks/presets.py --write    # and write them into benchmarks/RESULTS.md
+    python -m benchmarks.presets            # print both tables
+    python -m benchmarks.presets --write    # and write them into benchmarks/RESULTS.md
 
 Table 1, per preset (`lm.train.plan_report`, nothing allocated): parameters, training FLOPs per
 token from the config (what MFU uses) and as XLA's cost analysis counts the same step (lowered
@@ -17,20 +17,18 @@ stores no probabilities), so run this (or `--dry-run`) there for GPU figures.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+import jax
+
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.cli_env import prepare_process
+from lm.model import PRESETS, get_preset
+from lm.train.config import TrainConfig
+from lm.trainer.report import plan_report
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import jax  # noqa: E402
-
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
-from lm.model import PRESETS, get_preset  # noqa: E402
-from lm.train.config import TrainConfig  # noqa: E402
-from lm.trainer.report import plan_report  # noqa: E402
 
 GIB = 1024**3
 
@@ -75,7 +73,7 @@ def main(argv=None) -> int:
     remat = markdown_table(["remat", "temporaries MiB", "saving vs none", "compile s"],
                            remat_rows(args.remat_layers, args.remat_batch))
     device = jax.devices()[0].device_kind
-    body = (f"## Model presets and remat (`python benchmarks/presets.py`)\n\n"
+    body = (f"## Model presets and remat (`python -m benchmarks.presets`)\n\n"
             f"{machine_description()}; backend {jax.default_backend()} ({device}), jax {jax.__version__}. "
             "Compiled ahead of time from shapes (`lm.train.plan_report`), nothing allocated. FLOPs per "
             "token: the config's 6N + 12 L T d against XLA's cost analysis of the same step with the layers "
@@ -93,4 +91,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

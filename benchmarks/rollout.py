@@ -1,7 +1,7 @@
 """GRPO rollout time: each prompt prefilled once for its G samples against prefilling every repeated prompt.
 
-    python benchmarks/rollout.py                 # both scenarios, writes the `rollout` section of RESULTS.md
-    python benchmarks/rollout.py --quick         # fewer repeats, nothing written
+    python -m benchmarks.rollout                 # both scenarios, writes the `rollout` section of RESULTS.md
+    python -m benchmarks.rollout --quick         # fewer repeats, nothing written
 
 Scenarios (random weights: the time does not depend on them, and both paths draw the same samples,
 which every repeat checks):
@@ -23,25 +23,23 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import jax
+
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.align.rollout import rollout
+from lm.align.tasks import ARITHMETIC, task_problems
+from lm.cli_env import prepare_process
+from lm.eval.gsm8k import load_gsm8k, plain_prompt
+from lm.eval.paths import shared_dir
+from lm.inference import SamplingConfig
+from lm.inference.generate import start
+from lm.model import ModelConfig, init
+from lm.tokenizer import Tokenizer, load_gpt2_tokenizer
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import jax  # noqa: E402
-
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
-from lm.align.rollout import rollout  # noqa: E402
-from lm.align.tasks import ARITHMETIC, task_problems  # noqa: E402
-from lm.eval.gsm8k import load_gsm8k, plain_prompt  # noqa: E402
-from lm.eval.paths import shared_dir  # noqa: E402
-from lm.inference import SamplingConfig  # noqa: E402
-from lm.inference.generate import start  # noqa: E402
-from lm.model import ModelConfig, init  # noqa: E402
-from lm.tokenizer import Tokenizer, load_gpt2_tokenizer  # noqa: E402
 
 EOT = "<|endoftext|>"
 
@@ -122,7 +120,7 @@ def main() -> None:
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
-    body = (f"## GRPO rollouts: prefill once per prompt (`python benchmarks/rollout.py`)\n\n"
+    body = (f"## GRPO rollouts: prefill once per prompt (`python -m benchmarks.rollout`)\n\n"
             f"Commit {commit}; {machine_description()}; interleaved repeats after a compiling one, random weights, "
             "the same samples on both paths (checked every repeat). "
             "`lm.align.rollout.rollout` prefills the n distinct prompts once and copies each prompt's KV cache "
@@ -133,4 +131,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    prepare_process()
     main()
