@@ -1,12 +1,13 @@
-"""C4's line and page filters (Raffel et al. 2020, section 2.2), as datatrove and dolma apply them.
+"""C4's line and page filters (Raffel et al. 2020, section 2.2), in the order of the original
+implementation (TensorFlow Datasets' c4_utils, which datatrove's C4QualityFilter follows).
 
-Lines are kept only if they end in terminal punctuation (. ! ? " ', not an ellipsis), have at
-least 3 words, and mention neither "javascript" nor a site policy ("terms of use", "privacy
-policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"). Citation markers
-("[1]", "[edit]", "[citation needed]") are deleted first. The page is removed if it contains
-"lorem ipsum" or a curly brace (code), a word longer than 1,000 characters, or fewer than 5
-sentences remain. `c4_filter` returns the filtered text and the reason for a removal; line
-removals are counted by reason so a report can say what went.
+Each line is stripped and checked in turn: a line with a word over 1,000 characters goes; citation
+markers ("[1]", "[edit]", "[citation needed]") are deleted; the line goes unless it ends in terminal
+punctuation (. ? ! " ', not an ellipsis) and has at least 3 words. Of the lines left, one holding
+"lorem ipsum" or a curly brace (code) removes the whole page, and one mentioning "javascript" or a
+site policy ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
+"use cookies") goes. The page is removed if fewer than 5 sentences remain. `c4_filter` returns the
+kept lines, the reason for a page removal, and line removals counted by reason.
 """
 
 from __future__ import annotations
@@ -29,44 +30,38 @@ def count_sentences(text: str) -> int:
     return len(_SENTENCE_END.findall(text))
 
 
-def c4_line_reason(line: str) -> str | None:
-    """Why C4 drops this (citation-stripped, stripped) line, or None to keep it."""
-    low = line.lower()
-    if "javascript" in low:
-        return "javascript_line"
-    if any(p in low for p in POLICY):
-        return "policy_line"
-    if not line.endswith(TERMINAL) or line.endswith("..."):
-        return "no_terminal_punctuation"
-    if len(line.split()) < MIN_WORDS_PER_LINE:
-        return "short_line"
-    return None
-
-
 def c4_filter(text: str) -> tuple[str, str | None, Counter]:
-    """(filtered text, reason the page is removed or None, lines removed per reason).
-
-    The kept text holds the surviving lines in order, joined by newlines (blank lines are dropped:
-    C4 keeps sentences, not layout)."""
-    low = text.lower()
-    if "lorem ipsum" in low:
-        return "", "lorem_ipsum", Counter()
-    if "{" in text:
-        return "", "curly_bracket", Counter()
+    """(kept lines joined by newlines, reason the page is removed or None, lines removed per reason)."""
     removed: Counter = Counter()
-    kept = []
+    kept, sentences = [], 0
     for raw in text.split("\n"):
-        line = _CITATION.sub("", raw).strip()
+        line = raw.strip()
         if not line:
             continue
-        if any(len(w) > MAX_WORD_LENGTH for w in line.split()):
-            return "", "word_too_long", removed
-        why = c4_line_reason(line)
-        if why:
-            removed[why] += 1
-        else:
-            kept.append(line)
-    out = "\n".join(kept)
-    if count_sentences(out) < MIN_SENTENCES:
+        words = line.split()
+        if any(len(w) > MAX_WORD_LENGTH for w in words):
+            removed["word_too_long"] += 1
+            continue
+        line = _CITATION.sub("", line)
+        if not line.endswith(TERMINAL) or line.endswith("..."):
+            removed["no_terminal_punctuation"] += 1
+            continue
+        if len(words) < MIN_WORDS_PER_LINE:
+            removed["short_line"] += 1
+            continue
+        low = line.lower()
+        if "lorem ipsum" in low:
+            return "", "lorem_ipsum", removed
+        if "javascript" in low:
+            removed["javascript_line"] += 1
+            continue
+        if "{" in line:
+            return "", "curly_bracket", removed
+        if any(p in low for p in POLICY):
+            removed["policy_line"] += 1
+            continue
+        sentences += max(count_sentences(line), 1)
+        kept.append(line)
+    if sentences < MIN_SENTENCES:
         return "", "too_few_sentences", removed
-    return out, None, removed
+    return "\n".join(kept), None, removed
