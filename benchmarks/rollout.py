@@ -11,6 +11,8 @@ which every repeat checks):
                plain prompt, GPT-2 BPE, about 900 tokens), 4 prompts x G = 8, up to 32 new tokens, on a
                4-layer d_model-128 model with a 1,024-token context. Reads GSM8K and the GPT-2 tokenizer
                files from the shared folder (`LM_SHARED_DIR`); skipped with a message without them.
+  --hf-dir DIR the same 4-shot prompts on a real checkpoint (its tokenizer, about 640 tokens), 2 prompts
+               x G = 4, up to 16 new tokens: `python -m benchmarks.rollout --hf-dir runs/smollm2-135m-instruct`.
 Each repeat times both paths back to back, alternating which goes first; the table gives medians
 and the ratio of the best times (the least disturbed by other load). "Of which prefill" times the
 old path's prefill alone (`lm.inference.generate.start` on the n * G rows); sharing saves (G - 1) / G
@@ -36,6 +38,7 @@ from lm.eval.gsm8k import load_gsm8k, plain_prompt
 from lm.eval.paths import shared_dir
 from lm.inference import SamplingConfig
 from lm.inference.generate import start
+from lm.interop import load_hf
 from lm.model import ModelConfig, init
 from lm.tokenizer import Tokenizer, load_gpt2_tokenizer
 
@@ -49,28 +52,42 @@ def arithmetic_scenario():
     tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], [EOT])
     prompts = [ARITHMETIC.prompt_ids(tok, p) for p in task_problems(ARITHMETIC, "train", 16)]
     sampling = SamplingConfig(temperature=0.7, max_new_tokens=5, stop_ids=(256,))
-    return model, prompts, 16, sampling
+    return model, prompts, 16, sampling, None
 
 
-def gsm8k_scenario():
+def gsm8k_files():
     corpora = shared_dir() / "data" / "corpora"
     files = [corpora / "a5_eval_data" / "gsm8k" / "train.jsonl", corpora / "gpt2_vocab.json",
              corpora / "gpt2_merges.txt"]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        print(f"gsm8k-4shot skipped: missing {missing} (set LM_SHARED_DIR)")
+        print(f"gsm8k scenarios skipped: missing {missing} (set LM_SHARED_DIR)")
         return None
+    return files
+
+
+def gsm8k_scenario(files):
     tok = load_gpt2_tokenizer(files[1], files[2], [EOT])
     train = load_gsm8k(files[0])
     prompts = [tok.encode(plain_prompt(p["question"], train[:4])) for p in train[4:8]]
     model = ModelConfig(vocab_size=len(tok.vocab), context_length=1024, d_model=128, n_layers=4, n_heads=4, d_ff=512)
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=32, stop_ids=(tok.special_ids[EOT],))
-    return model, prompts, 8, sampling
+    return model, prompts, 8, sampling, None
+
+
+def hf_scenario(files, hf_dir: str):
+    """The same 4-shot prompts for a real checkpoint (SmolLM2-135M-Instruct): 2 prompts x G = 4."""
+    params, model, tok = load_hf(hf_dir)
+    train = load_gsm8k(files[0])
+    prompts = [tok.encode(plain_prompt(p["question"], train[:4])) for p in train[4:6]]
+    stop = tok.special_ids.get("<|im_end|>", tok.special_ids.get(EOT))
+    return model, prompts, 4, SamplingConfig(temperature=1.0, max_new_tokens=16, stop_ids=(stop,)), params
 
 
 def run(name, scenario, repeats: int) -> list:
-    model, prompts, group, sampling = scenario
-    params = jax.jit(init, static_argnums=0)(model, jax.random.PRNGKey(0))
+    model, prompts, group, sampling, params = scenario
+    if params is None:
+        params = jax.jit(init, static_argnums=0)(model, jax.random.PRNGKey(0))
     times = {True: [], False: [], "prefill": []}
     repeated = [p for p in prompts for _ in range(group)]
     for r in range(repeats + 1):  # repeat 0 compiles both paths and is not counted
@@ -104,13 +121,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="2 repeats, RESULTS.md untouched")
+    ap.add_argument("--hf-dir", default="", help="also a real checkpoint, e.g. runs/smollm2-135m-instruct "
+                    "(3 repeats: about 6 minutes on 2 cores)")
     args = ap.parse_args()
     repeats = 2 if args.quick else args.repeats
     load = [os.getloadavg()[0]]
     rows = [run("arithmetic", arithmetic_scenario(), 5 * repeats)]  # 20-100 ms a rollout: more repeats
-    gsm = gsm8k_scenario()
-    if gsm is not None:
-        rows.append(run("gsm8k-4shot", gsm, repeats))
+    files = gsm8k_files()
+    if files is not None:
+        rows.append(run("gsm8k-4shot", gsm8k_scenario(files), repeats))
+        if args.hf_dir:
+            rows.append(run(f"gsm8k-4shot {Path(args.hf_dir).name}", hf_scenario(files, args.hf_dir),
+                            min(repeats, 3)))
     load.append(os.getloadavg()[0])
     table = markdown_table(["scenario", "prompts x G", "prompt tokens", "new tokens / sample", "repeats",
                             "repeated prompts (ms, median)", "of which prefill (ms)", "prefill once (ms, median)",
@@ -121,8 +143,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
     body = (f"## GRPO rollouts: prefill once per prompt (`python -m benchmarks.rollout`)\n\n"
-            f"Commit {commit}; {machine_description()}; interleaved repeats after a compiling one, random weights, "
-            "the same samples on both paths (checked every repeat). "
+            f"Commit {commit}; {machine_description()}; interleaved repeats after a compiling one, random weights "
+            "(except the checkpoint's row), the same samples on both paths (checked every repeat). "
             "`lm.align.rollout.rollout` prefills the n distinct prompts once and copies each prompt's KV cache "
             f"into its G sample rows; before, it prefilled all n * G repeated prompts. 1-minute load average "
             f"{load[0]:.1f} at the start and {load[1]:.1f} at the end (a shared machine: the ratios, from "
