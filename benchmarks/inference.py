@@ -1,5 +1,8 @@
-"""Inference speed: the KV-cache engine against recomputing without a cache and against a PyTorch
-KV cache of the same model, then speculative decoding against plain decoding.
+"""Inference speed: the KV-cache decoders (on-device loop and the paged continuous-batching engine)
+against recomputing without a cache and against a PyTorch KV cache of the same model, with MBU;
+continuous against static batching (throughput, TTFT, inter-token latency); SmolLM2-135M-Instruct
+through `lm.interop` against transformers' `generate` (when runs/smollm2-135m-instruct exists);
+then speculative decoding, fixed and `draft_len="auto"`, against plain decoding.
 
     python benchmarks/inference.py                    # trains the speculative target/draft pair if missing
     python benchmarks/inference.py --quick            # a smoke test: fewer repeats and tokens, no RESULTS.md
@@ -33,7 +36,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
-from lm.inference.generate import decode, generate_ids, start  # noqa: E402
+from lm.inference.draft_tuner import DraftTuner  # noqa: E402
+from lm.inference.engine import Engine, EngineConfig  # noqa: E402
+from lm.inference.generate import decode, generate_ids, start, stream_ids  # noqa: E402
+from lm.inference.request import Request  # noqa: E402
 from lm.inference.naive import sample_naive  # noqa: E402
 from lm.inference.sampling import SamplingConfig  # noqa: E402
 from lm.model import forward, get_preset, init  # noqa: E402
@@ -41,6 +47,7 @@ from lm.model import forward, get_preset, init  # noqa: E402
 PROMPT_LEN, NEW_TOKENS, BATCHES = 128, 256, (1, 8)
 TARGET_DECODE_VS_TORCH = 1.5
 TARGET_SPEC_SPEEDUP, SPEC_ACCEPTANCE = 2.0, 0.7
+TARGET_AUTO_VS_PLAIN = 0.95
 
 
 def best_times(fns: dict, repeats: int) -> dict:
@@ -160,8 +167,37 @@ def _no_cache_step(params, buf, last, config):
     return jnp.argmax(forward(params, buf, config)[:, last], -1).astype(jnp.int32)
 
 
+# ----------------------------------------------------------------- memory bandwidth and MBU
+def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Measured bytes/s of this machine's memory: the best of `repeats` copies of a large array
+    (read + write, so 2 bytes moved per byte copied)."""
+    src = np.ones(megabytes * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best
+
+
+def decode_bytes_per_token(params, config, context: float) -> float:
+    """Bytes a batch-1 decode step reads: every parameter once, plus the keys and values of `context`
+    cached tokens in every layer."""
+    weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    kv = 2 * config.n_layers * config.kv_heads * config.head_dim * jnp.dtype(config.dtype).itemsize * context
+    return weights + kv
+
+
+def engine_decode(params, config, prompts, new_tokens: int, engine: EngineConfig):
+    """Greedy decode through the continuous-batching engine; returns the tokens of each request."""
+    eng = Engine(params, config, engine)
+    s = SamplingConfig(temperature=0, max_new_tokens=new_tokens)
+    return [r.tokens for r in eng.generate([Request(list(p), s) for p in prompts])]
+
+
 # ----------------------------------------------------------------- engine table
-def engine_table(repeats: int, new_tokens: int, naive_tokens: int) -> tuple[str, dict]:
+def engine_table(repeats: int, new_tokens: int, naive_tokens: int, bandwidth: float) -> tuple[str, dict]:
     config = get_preset("bench")
     params = jax.jit(init, static_argnums=0)(config, jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
@@ -192,6 +228,8 @@ def engine_table(repeats: int, new_tokens: int, naive_tokens: int) -> tuple[str,
         t = best_times({
             "ours_prefill": lambda: jax.block_until_ready(start(params, config, long.tolist(), greedy).out),
             "ours_decode": lambda: generate_ids(params, config, short.tolist(), greedy),
+            "engine_decode": lambda: engine_decode(params, config, short.tolist(), new_tokens,
+                                                   EngineConfig(slots=b, decode_steps=8)),
             **{f"torch_prefill_{n}": with_threads(n, lambda: torch_generate(tmodel, long, 1)) for n in threads},
             **{f"torch_decode_{n}": with_threads(n, lambda: torch_generate(tmodel, short, new_tokens))
                for n in threads},
@@ -202,23 +240,28 @@ def engine_table(repeats: int, new_tokens: int, naive_tokens: int) -> tuple[str,
         # same tokens from all three
         ours, _ = generate_ids(params, config, short.tolist(), dataclasses.replace(greedy, max_new_tokens=24))
         same = (np.array_equal(ours, torch_generate(tmodel, short, 24))
-                and np.array_equal(ours[:, :8], no_cache_generate(params, config, short, 8)))
+                and np.array_equal(ours[:, :8], no_cache_generate(params, config, short, 8))
+                and np.array_equal(ours, np.array(engine_decode(params, config, short.tolist(), 24,
+                                                                EngineConfig(slots=b, decode_steps=8)))))
         for phase in ("prefill", "decode"):
             t[f"torch_{phase}"] = min(t[f"torch_{phase}_{n}"] for n in threads)
         torch.set_num_threads(default_threads)
         r = {"ours": (b * PROMPT_LEN / t["ours_prefill"], b * new_tokens / t["ours_decode"]),
+             "engine": (float("nan"), b * new_tokens / t["engine_decode"]),
              "torch": (b * PROMPT_LEN / t["torch_prefill"], b * new_tokens / t["torch_decode"]),
              "naive": (b * PROMPT_LEN / t["naive_prefill"], b * naive_tokens / t["naive_decode"])}
         res[b] = r
-        names = {"ours": "ours: KV cache, jit, on-device loop", "torch": "PyTorch eager, KV cache",
-                 "naive": "no cache (recompute, lm/inference/naive.py)"}
-        for key in ("ours", "torch", "naive"):
+        names = {"ours": "ours: KV cache, jit, on-device loop", "engine": "ours: paged engine (continuous batching)",
+                 "torch": "PyTorch eager, KV cache", "naive": "no cache (recompute, lm/inference/naive.py)"}
+        per_token = decode_bytes_per_token(params, config, new_tokens / 2)
+        for key in ("ours", "engine", "torch", "naive"):
             pf, dc = r[key]
-            rows.append([names[key], b, f"{pf:,.0f}", f"{dc:,.0f}", f"{dc / r['torch'][1]:.2f}x",
-                         "yes" if same else "NO"])
+            mbu = f"{dc / b * per_token / bandwidth:.0%}" if b == 1 else "-"
+            rows.append([names[key], b, "-" if pf != pf else f"{pf:,.0f}", f"{dc:,.0f}", f"{dc / r['torch'][1]:.2f}x",
+                         mbu, "yes" if same else "NO"])
         print(f"batch {b}: " + ", ".join(f"{k} prefill {v[0]:,.0f} / decode {v[1]:,.0f} tok/s" for k, v in r.items()),
               flush=True)
-    table = markdown_table(["engine", "batch", "prefill tok/s", "decode tok/s", "decode vs PyTorch",
+    table = markdown_table(["engine", "batch", "prefill tok/s", "decode tok/s", "decode vs PyTorch", "MBU",
                             "same greedy tokens"], rows)
     c = config
     text = (f"Model: `bench` preset ({c.num_params():,} parameters: d_model {c.d_model}, {c.n_layers} layers, "
@@ -228,8 +271,85 @@ def engine_table(repeats: int, new_tokens: int, naive_tokens: int) -> tuple[str,
             f"{c.context_length}-token buffer). The PyTorch model, loaded with the same weights, matches our logits "
             f"to {max_diff:.1e}; it runs eagerly under `torch.inference_mode`, and its time is the better of "
             f"{' and '.join(map(str, threads))} threads (its multi-threaded small ops stall badly when other jobs "
-            f"share the cores, which would flatter us).\n\n{table}\n")
+            f"share the cores, which would flatter us). The paged engine row is `lm.inference.engine` with as many "
+            f"slots as the batch and 8 decode steps per device call. MBU at batch 1: bytes a decode step reads (every "
+            f"parameter, {decode_bytes_per_token(params, config, 0) / 1e6:.1f} MB, plus the keys and values of the "
+            f"{new_tokens // 2} cached tokens of an average step) times tokens/s, over the measured memory bandwidth "
+            f"({bandwidth / 1e9:.1f} GB/s, a large NumPy copy); the weights nearly fit this CPU's L3 cache, so "
+            f"reading them can run faster than memory.\n\n{table}\n")
     return text, {"results": res, "max_diff": max_diff}
+
+
+# ----------------------------------------------------------------- continuous vs static batching
+def mixed_requests(rng, n: int, vocab: int, prompt_range: tuple[int, int], out_range: tuple[int, int]):
+    """n (prompt ids, tokens wanted) pairs with lengths drawn uniformly from the ranges."""
+    return [(rng.integers(0, vocab, int(rng.integers(*prompt_range))).tolist(), int(rng.integers(*out_range)))
+            for _ in range(n)]
+
+
+def run_static(params, config, requests, batch: int, chunk: int = 8) -> list[list[float]]:
+    """Today's static batching: requests in arrival order, `batch` at a time through `stream_ids`; a batch
+    decodes until its longest request is served. Returns each request's token arrival times (from t0)."""
+    t0 = time.perf_counter()
+    times: list[list[float]] = [[] for _ in requests]
+    for b in range(0, len(requests), batch):
+        group = requests[b: b + batch]
+        sampling = SamplingConfig(temperature=0, max_new_tokens=max(m for _, m in group))
+        for rows in stream_ids(params, config, [p for p, _ in group], sampling, chunk):
+            now = time.perf_counter() - t0
+            for j, new in enumerate(rows):
+                times[b + j] += [now] * min(len(new), group[j][1] - len(times[b + j]))
+    return times
+
+
+def run_engine(params, config, requests, engine: EngineConfig) -> list[list[float]]:
+    """The same requests submitted at once to the continuous-batching engine, each with its own budget."""
+    eng = Engine(params, config, engine)
+    reqs = [Request(p, SamplingConfig(temperature=0, max_new_tokens=m)) for p, m in requests]
+    t0 = time.perf_counter()
+    eng.generate(reqs)
+    return [[t - t0 for t in r.token_times] for r in reqs]
+
+
+def latency_stats(times: list[list[float]]) -> dict:
+    """Throughput, time to first token (p50, p99) and inter-token latency (p50, p99). Tokens that arrive
+    together after a gap g (one device call) count as len(group) gaps of g / len(group)."""
+    total = max(t[-1] for t in times if t)
+    gaps = []
+    for t in times:
+        arrivals, counts = np.unique(np.asarray(t), return_counts=True)
+        for prev, now, m in zip(arrivals[:-1], arrivals[1:], counts[1:]):
+            gaps += [(now - prev) / m] * int(m)
+    ttft = [t[0] for t in times if t]
+    return {"tokens": sum(map(len, times)), "seconds": total, "tok_s": sum(map(len, times)) / total,
+            "ttft_p50": float(np.percentile(ttft, 50)), "ttft_p99": float(np.percentile(ttft, 99)),
+            "itl_p50": float(np.percentile(gaps, 50)), "itl_p99": float(np.percentile(gaps, 99))}
+
+
+def serving_table(params, config, requests, batch: int, engine: EngineConfig, repeats: int) -> tuple[str, dict]:
+    """Static vs continuous batching on the same requests, interleaved; the run with the best throughput
+    of each (after a warm-up that compiles every shape)."""
+    run_static(params, config, requests, batch)
+    run_engine(params, config, requests, engine)
+    best = {}
+    for _ in range(repeats):
+        for name, fn in (("static", lambda: run_static(params, config, requests, batch)),
+                         ("engine", lambda: run_engine(params, config, requests, engine))):
+            st = latency_stats(fn())
+            if name not in best or st["tok_s"] > best[name]["tok_s"]:
+                best[name] = st
+    rows = []
+    names = {"static": f"static batches of {batch} (`stream_ids`, left-padded)",
+             "engine": f"continuous batching, {engine.slots} slots (paged engine)"}
+    for name in ("static", "engine"):
+        st = best[name]
+        rows.append([names[name], f"{st['tokens']:,}", f"{st['seconds']:.1f}", f"{st['tok_s']:,.0f}",
+                     f"{st['tok_s'] / best['static']['tok_s']:.2f}x", f"{st['ttft_p50'] * 1e3:,.0f} / "
+                     f"{st['ttft_p99'] * 1e3:,.0f}", f"{st['itl_p50'] * 1e3:.1f} / {st['itl_p99'] * 1e3:.1f}"])
+        print(f"{name}: {st}", flush=True)
+    table = markdown_table(["batching", "tokens served", "seconds", "tokens/s", "vs static", "TTFT ms p50 / p99",
+                            "inter-token ms p50 / p99"], rows)
+    return table, best
 
 
 # ----------------------------------------------------------------- speculative decoding
@@ -248,6 +368,15 @@ def ensure_run(name: str, args: list[str]) -> str:
 DRAFT = ["--model.d_model", "64", "--model.n_layers", "1", "--model.n_heads", "2", "--model.d_ff", "256"]
 
 
+def val_loss(run_dir: str) -> float:
+    """The run's final held-out loss (summary.json), or its last evaluated one (metrics.jsonl) if it was cut short."""
+    summary = Path(run_dir) / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())["val_loss"]
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines if "val_loss" in json.loads(x)][-1]["val_loss"]
+
+
 def train_pair(target_steps: int, draft_steps: int) -> tuple[str, str]:
     """Run directories of the target (`bench` preset) and the draft, trained on the same text if missing."""
     common = ["--preset", "bench", "--batch-size", "8", "--eval-every", "100", "--eval-batches", "4",
@@ -258,15 +387,14 @@ def train_pair(target_steps: int, draft_steps: int) -> tuple[str, str]:
 
 def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tokens: int, ks, temperatures):
     from lm.inference.load import load_run
-    from lm.inference.speculative import speculate
+    from lm.inference.speculative import speculate, speculative_generate
 
     target_run, draft_run = train_pair(target_steps, draft_steps)
     tparams, tc, tok = load_run(target_run)
     dparams, dc, _ = load_run(draft_run, tokenizer=False)
-    tv = json.loads((Path(target_run) / "summary.json").read_text())["val_loss"]
-    dv = json.loads((Path(draft_run) / "summary.json").read_text())["val_loss"]
+    tv, dv = val_loss(target_run), val_loss(draft_run)
     prompts = [tok.encode(p) for p in ("The ", "Return the ", "This module provides ", "If the argument is ")]
-    rows, summary = [], {"best": (0.0, None, None, None), "bound": 0.0}
+    rows, summary = [], {"best": (0.0, None, None, None), "bound": 0.0, "auto": {}}
     for temp in temperatures:
         s = SamplingConfig(temperature=temp, max_new_tokens=new_tokens, seed=1)
 
@@ -289,7 +417,14 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
                     stats[k].append(jax.device_get((length, rounds, accepted)))
             return run
 
-        times = best_times({"plain": plain, "draft": draft_only, **{k: spec(k) for k in ks}}, repeats)
+        autos = []
+
+        def auto():  # a fresh tuner for every prompt: its probing is part of the cost
+            autos.clear()
+            for p in prompts:
+                autos.append(speculative_generate(tparams, tc, dparams, dc, p, s, "auto"))
+
+        times = best_times({"plain": plain, "draft": draft_only, **{k: spec(k) for k in ks}, "auto": auto}, repeats)
         t_plain, t_draft = times["plain"], times["draft"]
         step_s = t_plain / n_tokens
         rows.append([temp, "-", "-", f"{n_tokens / t_plain:,.0f}", "1.00x", "1", "1.00", "-"])
@@ -308,6 +443,20 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
             summary["bound"] = max(summary["bound"], (k + 1) / round_cost)
             print(f"T={temp} k={k}: acceptance {acc:.2f}, {n / t:,.0f} tok/s, {speedup:.2f}x, "
                   f"{n / rounds:.2f} tokens/round, round = {round_cost:.2f} steps", flush=True)
+        n = sum(len(r.tokens) for r in autos)
+        rounds, acc = sum(r.rounds for r in autos), sum(r.accepted for r in autos)
+        ratio = n / times["auto"] * step_s
+        summary["auto"][temp] = ratio
+        if temp == 0:
+            summary["auto_exact"] = all(r.tokens == generate_ids(tparams, tc, [p], s)[0][0, : len(r.tokens)].tolist()
+                                        and len(r.tokens) == int(generate_ids(tparams, tc, [p], s)[1][0])
+                                        for r, p in zip(autos, prompts))
+        chosen = sorted({k for r in autos for k in r.draft_lengths})
+        summary.setdefault("chosen", {})[temp] = [r.draft_lengths for r in autos]
+        rows.append([temp, "auto", f"{acc / max(sum(r.proposed for r in autos), 1):.2f}" if rounds else "-",
+                     f"{n / times['auto']:,.0f}", f"**{ratio:.2f}x**", "-", "-", f"chose {chosen}"])
+        print(f"T={temp} auto: {n / times['auto']:,.0f} tok/s, {ratio:.2f}x plain; segments "
+              f"{[r.draft_lengths for r in autos]}", flush=True)
     table = markdown_table(["temperature", "draft length k", "acceptance", "tokens/s", "speedup",
                             "tokens per round", "round cost (plain steps)", "speedup if all accepted"], rows)
     text = (f"Target: `bench` preset, {target_steps} steps (held-out loss {tv:.2f}); draft: d_model 64, 1 layer, "
@@ -316,9 +465,80 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
             f"`experiments.pretrain` on the embedded corpus. Batch 1, {new_tokens} new tokens after each of "
             f"{len(prompts)} short prompts, no stop tokens. Acceptance = accepted / proposed draft tokens. "
             f"Round cost: the time of one draft-and-verify round (k + 1 draft steps, one k + 1 token target "
-            f"pass) over one plain decode step; k + 1 over it is the speedup even a perfect draft would give.\n\n"
+            f"pass) over one plain decode step; k + 1 over it is the speedup even a perfect draft would give. "
+            f"`auto`: `draft_len=\"auto\"` with a fresh `DraftTuner` for every prompt (so its probing is paid "
+            f"every time), which decodes in segments, plain or speculative with the k it predicts fastest from the "
+            f"costs and acceptance it has measured; its last column lists the draft lengths it used (0: plain).\n\n"
             f"{table}\n")
     return text, summary
+
+
+# ----------------------------------------------------------------- SmolLM2-135M through lm.interop
+SMOLLM2 = REPO / "runs" / "smollm2-135m-instruct"
+
+
+def smollm2_section(run_dir: Path, repeats: int, new_tokens: int, bandwidth: float, n_requests: int) -> str:
+    """Batch-1 decode of SmolLM2-135M-Instruct: ours (static loop and paged engine) against transformers'
+    `generate` on the same checkpoint; then continuous against static batching on mixed requests."""
+    import torch
+    import transformers
+
+    from lm.inference.paged import pages_for
+    from lm.interop import load_hf
+
+    params, config, tok = load_hf(run_dir)
+    prompt = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Tell me a long story about a robot "
+                                                                             "who learns to paint."}]))
+    greedy = SamplingConfig(temperature=0, max_new_tokens=new_tokens)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(run_dir), dtype=torch.float32).eval()
+    ids = torch.tensor([prompt])
+    slots, longest = 8, 64 + 64
+    e1 = EngineConfig(slots=1, decode_steps=8, num_pages=pages_for(len(prompt) + new_tokens, 16) + 1)
+    en = EngineConfig(slots=slots, decode_steps=8, prefill_rows=8, num_pages=slots * pages_for(longest, 16) + 16)
+
+    def hf(threads):
+        def run():
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                return hf_model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        return run
+
+    default_threads = torch.get_num_threads()
+    threads = sorted({1, default_threads})
+    t = best_times({"ours": lambda: generate_ids(params, config, [prompt], greedy),
+                    "engine": lambda: engine_decode(params, config, [prompt], new_tokens, e1),
+                    **{f"hf_{n}": hf(n) for n in threads}}, repeats)
+    torch.set_num_threads(default_threads)
+    t["hf"] = min(t[f"hf_{n}"] for n in threads)
+    ours = generate_ids(params, config, [prompt], greedy)[0][0].tolist()
+    theirs = hf(default_threads)()[0, len(prompt):].tolist()
+    eos = set(tok.special_ids.values())
+    agree = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b or a in eos), len(ours))
+    per_token = decode_bytes_per_token(params, config, len(prompt) + new_tokens / 2)
+    rows = []
+    for name, key in (("ours: KV cache, jit, on-device loop", "ours"), ("ours: paged engine", "engine"),
+                      (f"transformers {transformers.__version__} `generate` (PyTorch eager)", "hf")):
+        tok_s = new_tokens / t[key]
+        rows.append([name, f"{tok_s:,.1f}", f"{tok_s / (new_tokens / t['hf']):.2f}x", f"{tok_s * per_token / bandwidth:.0%}"])
+        print(f"SmolLM2 {key}: {tok_s:,.1f} tok/s", flush=True)
+    decode_table = markdown_table(["engine", "decode tok/s (batch 1)", "vs transformers", "MBU"], rows)
+    rng = np.random.default_rng(1)
+    requests = mixed_requests(rng, n_requests, config.vocab_size, (8, 65), (8, 65))
+    serve_table, best = serving_table(params, config, requests, slots, en, max(1, repeats // 2))
+    ratio = best["engine"]["tok_s"] / best["static"]["tok_s"]
+    return (f"`{run_dir.name}` ({config.num_params():,} parameters, "
+            f"{config.n_layers} layers, GQA {config.n_heads}/{config.kv_heads} heads, float32), loaded with "
+            f"`lm.interop.load_hf`; transformers loads the same safetensors directory. Decode: greedy, "
+            f"{new_tokens} new tokens after a {len(prompt)}-token chat prompt, batch 1 (time includes the prompt's "
+            f"prefill for all three; transformers is held to {new_tokens} tokens with `min_new_tokens`, and its "
+            f"time is the better of {' and '.join(map(str, threads))} threads). The greedy tokens agree for the "
+            f"first {agree} of {new_tokens} (up to the first end-of-turn token or float32 rounding "
+            f"difference). MBU: {per_token / 1e6:.0f} MB read per token (every parameter and the average step's "
+            f"cached keys and values) times tokens/s over {bandwidth / 1e9:.1f} GB/s.\n\n{decode_table}\n\n"
+            f"Serving: {n_requests} requests, prompts of 8-64 random tokens, 8-64 new tokens each (greedy, no "
+            f"stop), all submitted at once; static batches of {slots} against {slots} engine slots "
+            f"(decode {en.decode_steps} steps per device call): continuous/static throughput **{ratio:.2f}x**.\n\n"
+            f"{serve_table}\n")
 
 
 def _torch_version() -> str:
@@ -335,39 +555,90 @@ def main(argv=None) -> int:
     ap.add_argument("--draft-steps", type=int, default=400)
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--skip-speculative", action="store_true")
+    ap.add_argument("--skip-serving", action="store_true")
+    ap.add_argument("--skip-smollm2", action="store_true")
+    ap.add_argument("--requests", type=int, default=64, help="requests in the continuous-batching comparison")
     args = ap.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     new_tokens, naive_tokens = (32, 4) if args.quick else (NEW_TOKENS, 32)
-    parts = [f"## Inference (`python benchmarks/inference.py`)\nMachine: {machine_description()}, "
-             f"jax {jax.__version__}, torch {_torch_version()}. Best of {repeats} interleaved runs after a compiling "
-             f"warm-up; 1-minute load average at the start {os.getloadavg()[0]:.1f} (other jobs shared the "
-             f"cores, so absolute speeds are noisy; methods in one table ran interleaved).\n"]
+    header = (f"Machine: {machine_description()}, jax {jax.__version__}, torch {_torch_version()}. Best of {repeats} "
+              f"interleaved runs after a compiling warm-up; 1-minute load average at the start "
+              f"{os.getloadavg()[0]:.1f} (other jobs shared the cores, so absolute speeds are noisy; methods in one "
+              f"table ran interleaved). Commit {_commit()}.\n")
+    parts = []
+
+    def emit(section: str, title: str, text: str) -> None:
+        """Print a part and (unless --quick) write it as its own section of RESULTS.md."""
+        body = f"{title}\n{header}\n{text}"
+        print("\n" + body, flush=True)
+        parts.append(body)
+        if not args.quick:
+            write_section(section, body)
+
+    bandwidth = memory_bandwidth()
+    print(f"memory bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     if not args.skip_engine:
-        text, res = engine_table(repeats, new_tokens, naive_tokens)
+        text, res = engine_table(repeats, new_tokens, naive_tokens, bandwidth)
         b1 = res["results"][1]
-        ratio = b1["ours"][1] / b1["torch"][1]
-        parts.append(f"### Prefill and decode\n{text}\nTarget: decode at batch 1 at least "
-                     f"{TARGET_DECODE_VS_TORCH}x the PyTorch KV cache: {ratio:.2f}x, "
-                     f"**{'met' if ratio >= TARGET_DECODE_VS_TORCH else 'not met'}**.\n")
+        ratio, eratio = b1["ours"][1] / b1["torch"][1], b1["engine"][1] / b1["torch"][1]
+        emit("inference", "## Inference: prefill and decode (`python benchmarks/inference.py`)",
+             f"{text}\nTarget: decode at batch 1 at least "
+                     f"{TARGET_DECODE_VS_TORCH}x the PyTorch KV cache: {ratio:.2f}x (paged engine {eratio:.2f}x), "
+                     f"**{'met' if min(ratio, eratio) >= TARGET_DECODE_VS_TORCH else 'not met'}**.\n")
+    if not args.skip_serving:
+        config = get_preset("bench")
+        params = jax.jit(init, static_argnums=0)(config, jax.random.PRNGKey(0))
+        rng = np.random.default_rng(0)
+        n = 16 if args.quick else args.requests
+        requests = mixed_requests(rng, n, config.vocab_size, (8, 129), (8, 129))
+        engine = EngineConfig(slots=8, decode_steps=8, prefill_rows=8)
+        table, best = serving_table(params, config, requests, 8, engine, repeats)
+        ratio = best["engine"]["tok_s"] / best["static"]["tok_s"]
+        emit("inference-serving", "## Inference: continuous batching (`python benchmarks/inference.py`)",
+             f"`bench` preset, random weights, {n} requests with prompts of "
+                     f"8-128 random tokens and 8-128 new tokens each (uniform; greedy, no stop), all submitted at "
+                     f"once. Static batching is today's `stream_ids` over batches of 8 in arrival order (8 decode "
+                     f"steps per device call; a batch runs until its longest request is served, and only the tokens "
+                     f"each request asked for count); the engine has 8 slots, pages of {engine.page_size} tokens, "
+                     f"prefill chunks of up to {engine.prefill_chunk} and {engine.decode_steps} decode steps per "
+                     f"device call. TTFT: from submission (all at t = 0) to a request's first token. Inter-token: "
+                     f"the gaps between a request's tokens (tokens that reach the host together share their "
+                     f"gap). Best throughput of {repeats} interleaved runs.\n\n{table}\n\nContinuous/static "
+                     f"throughput: **{ratio:.2f}x**.\n")
+    if not args.skip_smollm2:
+        if SMOLLM2.joinpath("config.json").is_file():
+            emit("inference-smollm2", "## Inference: SmolLM2-135M-Instruct (`python benchmarks/inference.py`)",
+                 smollm2_section(SMOLLM2, repeats, 16 if args.quick else 64, bandwidth, 8 if args.quick else 32))
+        else:
+            print(f"skipping SmolLM2: {SMOLLM2} not found (python -m experiments.convert_hf)", flush=True)
     if not args.skip_speculative:
         ks = (2, 4) if args.quick else (1, 2, 3, 4, 6, 8)
         text, summary = speculative_table(repeats, args.target_steps, args.draft_steps, 48 if args.quick else 128,
                                           ks, (0.0, 1.0))
         best, temp, k, acc = summary["best"]
         met = best >= TARGET_SPEC_SPEEDUP
-        parts.append(f"### Speculative decoding\n{text}\nTarget: at least {TARGET_SPEC_SPEEDUP}x when acceptance is "
+        emit("inference-speculative", "## Inference: speculative decoding (`python benchmarks/inference.py`)",
+             f"{text}\nTarget: at least {TARGET_SPEC_SPEEDUP}x when acceptance is "
                      f"at least {SPEC_ACCEPTANCE}: **{'met' if met else 'not met'}**. Best measured: {best:.2f}x "
                      f"(temperature {temp}, k={k}, acceptance {acc:.2f}). Even with every proposal accepted, "
                      f"this machine would allow at most {summary['bound']:.2f}x (last column): here the target's pass "
                      f"over k + 1 tokens costs a large part of k + 1 single-token steps (the small matmuls are "
                      f"compute-bound on this CPU, with weights that fit in its 32 MB L3 cache, rather than "
                      f"weight-bandwidth-bound as on a GPU), and that near-free verification is the saving "
-                     f"speculative decoding relies on.\n")
-    body = "\n".join(parts)
-    print("\n" + body)
-    if not args.quick and not (args.skip_engine or args.skip_speculative):
-        write_section("inference", body)
+                     f"speculative decoding relies on.\n\nTarget: `draft_len=\"auto\"` at least "
+                     f"{TARGET_AUTO_VS_PLAIN}x plain decoding at every temperature: "
+                     + ", ".join(f"{v:.2f}x at T={t}" for t, v in summary["auto"].items())
+                     + f", **{'met' if min(summary['auto'].values()) >= TARGET_AUTO_VS_PLAIN else 'not met'}**; "
+                     f"greedy `auto` output equal to plain greedy decoding: "
+                     f"{'yes' if summary.get('auto_exact') else 'NO'}.\n")
     return 0
+
+
+def _commit() -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
 
 A fixed number of decode slots share one compiled decode step ([slots, 1] tokens, a few steps per
 device call). Each scheduler iteration (`step`) admits waiting requests into free slots, runs one
-chunk of the oldest pending prefill (long prompts are prefilled `prefill_chunk` tokens at a time,
-so decoding rows wait at most one chunk), then one decode call for every decoding row; a row that
-finishes frees its slot and its pages at once, and the next request takes them.
+prefill call (the next chunk of up to `prefill_rows` pending prompts, oldest first; long prompts are
+prefilled `prefill_chunk` tokens at a time, so decoding rows wait at most one chunk), then one
+decode call for every decoding row; a row that finishes frees its slot and its pages at once, and
+the next request takes them.
 
 Each request samples with its own settings (temperature, top-k, top-p, max tokens, stop ids and
 strings) and its own key: token i of a request is drawn with fold_in(PRNGKey(seed), i). A row's
@@ -17,8 +18,9 @@ busy batch (tests/inference/test_engine.py).
 
 Prompts share pages by prefix (`lm.inference.pages`): a request whose prompt begins with full
 blocks some earlier prompt wrote (the G samples of a GRPO group, k-shot prompts, a system prompt)
-reads those pages and prefills only the rest. Requests are prefilled one at a time in arrival
-order, so the second of G identical prompts already finds the first's pages.
+reads those pages and prefills only the rest. A prompt whose first block matches one being
+prefilled in the same call waits for the next call, so the second of G identical prompts finds the
+first's pages.
 
 Memory: a request is admitted only when the pool can hold its prompt plus its whole token budget
 (pages are reserved at admission and allocated as the sequence grows), so nothing is ever
@@ -38,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.inference.pages import PageTable
+from lm.inference.pages import PageTable, block_keys
 from lm.inference.paged import init_pool, paged_extend, pages_for
 from lm.inference.request import Request
 from lm.inference.sampling import SamplingConfig, sample_rows
@@ -50,14 +52,15 @@ class EngineConfig:
     slots: int = 8  # requests decoded together
     page_size: int = 16  # tokens per page
     num_pages: int = 0  # pool size; 0: every slot can hold a full context at once
-    prefill_chunk: int = 128  # most prompt tokens read per prefill call
+    prefill_chunk: int = 128  # most prompt tokens of one request read per prefill call
+    prefill_rows: int = 4  # requests prefilled together in one call
     decode_steps: int = 4  # decode steps per device call (tokens reach the host this many at a time)
     max_stop_ids: int = 8  # stop ids per request (the tokenizer's special tokens included)
     bucket_reads: bool = True  # attend to a power-of-two number of pages, not the whole table
     prefix_sharing: bool = True
 
     def __post_init__(self):
-        for name in ("slots", "page_size", "prefill_chunk", "decode_steps", "max_stop_ids"):
+        for name in ("slots", "page_size", "prefill_chunk", "prefill_rows", "decode_steps", "max_stop_ids"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.num_pages < 0:
@@ -77,10 +80,11 @@ def _row_keys(keys: jax.Array, index: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("config", "read_pages"), donate_argnums=(1,))
 def _prefill(params, pool, table, length, tokens, n_new, key, temperature, top_k, top_p, *, config: ModelConfig,
              read_pages: int):
-    """One prompt chunk of one request ([1, chunk] tokens) and the first token drawn after it."""
+    """One prompt chunk of each of `rows` requests ([rows, chunk] tokens) and the first token drawn after it."""
     logits, pool = paged_extend(params, config, pool, table, length, tokens, n_new, read_pages=read_pages,
                                 last_only=True)
-    return sample_rows(logits, _row_keys(key, jnp.zeros(1, jnp.int32)), temperature, top_k, top_p), pool
+    first = jnp.zeros(tokens.shape[0], jnp.int32)
+    return sample_rows(logits, _row_keys(key, first), temperature, top_k, top_p), pool
 
 
 @functools.partial(jax.jit, static_argnames=("config", "read_pages", "steps"), donate_argnums=(1,))
@@ -263,36 +267,61 @@ class Engine:
         return _bucket(need, self.max_pages) if self.engine.bucket_reads else self.max_pages
 
     def _prefill_chunk(self) -> None:
-        e, slot = self.engine, self.prefilling[0]
-        req = self.requests[slot]
-        prompt = req.prompt
-        if self.prefilled[slot] == 0 and e.prefix_sharing and not self.slot_pages[slot]:
-            # Share whole blocks only, and never the block holding the last prompt token: its logits are needed.
-            shared = self.pages.lookup(prompt, max_blocks=(len(prompt) - 1) // e.page_size)
-            if shared:
-                self.slot_pages[slot] = list(shared)
-                self.table[slot, : len(shared)] = shared
-                self.reserved[slot] -= len(shared)
-                self.prefilled[slot] = len(shared) * e.page_size
-                self.stats["shared_tokens"] += len(shared) * e.page_size
-        start = int(self.prefilled[slot])
-        n = min(len(prompt) - start, e.prefill_chunk)
-        width = _bucket(n, e.prefill_chunk, least=min(8, e.prefill_chunk))
-        self._grow(slot, start + n)
-        tokens = np.zeros((1, width), np.int32)
-        tokens[0, :n] = prompt[start: start + n]
-        tok, self.pool = _prefill(self.params, self.pool, self.table[slot: slot + 1], np.int32([start]), tokens,
-                                  np.int32([n]), self.keys[slot: slot + 1], self.temperature[slot: slot + 1],
-                                  self.top_k[slot: slot + 1], self.top_p[slot: slot + 1], config=self.config,
-                                  read_pages=self._read_pages(start + n))
-        self.prefilled[slot] += n
-        self.stats["prefill_tokens"] += n
-        if self.prefilled[slot] < len(prompt):
-            return
-        self.prefilling.popleft()
-        if e.prefix_sharing:
+        """One prefill call: the next chunk of up to `prefill_rows` prompts, oldest first. A prompt whose first
+        block matches one already in the call waits for the next call, where it can share the pages."""
+        e, rows, firsts = self.engine, [], set()
+        for slot in self.prefilling:
+            if len(rows) == e.prefill_rows:
+                break
+            prompt = self.requests[slot].prompt
+            first = block_keys(prompt, e.page_size, 1)
+            if self.prefilled[slot] == 0 and first and first[0] in firsts and not self.pages.cached(first[0]):
+                continue
+            firsts.update(first)
+            if self.prefilled[slot] == 0 and e.prefix_sharing and not self.slot_pages[slot]:
+                self._share_prefix(slot)
+            rows.append(slot)
+        n = [min(len(self.requests[s].prompt) - int(self.prefilled[s]), e.prefill_chunk) for s in rows]
+        width = _bucket(max(n), e.prefill_chunk, least=min(8, e.prefill_chunk))
+        r = e.prefill_rows
+        table = np.zeros((r, self.max_pages), np.int32)
+        start, n_new, tokens = np.zeros(r, np.int32), np.zeros(r, np.int32), np.zeros((r, width), np.int32)
+        idx = np.zeros(r, np.int64)  # padding rows read slot 0's settings and write nothing
+        for i, (slot, k) in enumerate(zip(rows, n)):
+            at = int(self.prefilled[slot])
+            self._grow(slot, at + k)
+            table[i], start[i], n_new[i], idx[i] = self.table[slot], at, k, slot
+            tokens[i, :k] = self.requests[slot].prompt[at: at + k]
+        top = max(int(start[i]) + k for i, k in enumerate(n))
+        tok, self.pool = _prefill(self.params, self.pool, table, start, tokens, n_new, self.keys[idx],
+                                  self.temperature[idx], self.top_k[idx], self.top_p[idx], config=self.config,
+                                  read_pages=self._read_pages(top))
+        self.stats["prefill_tokens"] += sum(n)
+        tok = None if all(self.prefilled[s] + k < len(self.requests[s].prompt) for s, k in zip(rows, n)) \
+            else jax.device_get(tok)
+        for i, (slot, k) in enumerate(zip(rows, n)):
+            self.prefilled[slot] += k
+            if self.prefilled[slot] == len(self.requests[slot].prompt):
+                self._first_token(slot, int(tok[i]))
+
+    def _share_prefix(self, slot: int) -> None:
+        """Point the slot at cached pages holding its prompt's leading blocks. Whole blocks only, and never the
+        block with the last prompt token: its logits are needed."""
+        prompt, page = self.requests[slot].prompt, self.engine.page_size
+        shared = self.pages.lookup(prompt, max_blocks=(len(prompt) - 1) // page)
+        if shared:
+            self.slot_pages[slot] = list(shared)
+            self.table[slot, : len(shared)] = shared
+            self.reserved[slot] -= len(shared)
+            self.prefilled[slot] = len(shared) * page
+            self.stats["shared_tokens"] += len(shared) * page
+
+    def _first_token(self, slot: int, tok: int) -> None:
+        """The prompt is in the cache and `tok` was drawn after it: register its blocks, start decoding."""
+        prompt = self.requests[slot].prompt
+        self.prefilling.remove(slot)
+        if self.engine.prefix_sharing:
             self.pages.register(prompt, self.slot_pages[slot])
-        tok = int(jax.device_get(tok)[0])
         self.lengths[slot], self.token[slot] = len(prompt), tok
         if tok in self.slot_stop[slot]:
             self._release(slot, "stop")

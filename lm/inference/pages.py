@@ -53,6 +53,10 @@ class PageTable:
         """Pages `allocate` can hand out now."""
         return len(self._free) + len(self._cached)
 
+    def cached(self, key: bytes) -> bool:
+        """A page holds the block with this key (from `block_keys`)."""
+        return key in self._page_of
+
     def allocate(self, n: int) -> list[int]:
         """`n` pages, each with one reference; a ValueError if fewer are available."""
         if n > self.available:
