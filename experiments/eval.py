@@ -58,11 +58,22 @@ class EvalConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
-    batch_size: int = 8
+    batch_size: str = dataclasses.field(default="8", metadata={
+        "help": "rows per batch, or auto: the largest that fits --memory-budget-gb (found once, cached)"})
+    memory_budget_gb: float = dataclasses.field(default=0.0, metadata={
+        "help": "for --batch-size auto (0: 80% of an accelerator's memory, a quarter of free RAM on CPU)"})
+    chunk: int = dataclasses.field(default=64, metadata={"help": "examples per chunk appended to partial.jsonl"})
+    resume: bool = dataclasses.field(default=True, metadata={
+        "help": "reuse records in OUT/partial.jsonl from an earlier (killed) run of the same model and settings"})
     out: str = dataclasses.field(default="", metadata={"help": "output folder (default runs/eval/MODEL-TASK)"})
     progress: bool = True
 
     def __post_init__(self):
+        object.__setattr__(self, "batch_size", str(self.batch_size))
+        if self.batch_size != "auto" and not (self.batch_size.isdigit() and int(self.batch_size) >= 1):
+            raise ValueError(f"--batch-size must be a positive number or auto, got {self.batch_size!r}")
+        if self.chunk < 1 or self.memory_budget_gb < 0:
+            raise ValueError("--chunk must be >= 1 and --memory-budget-gb >= 0")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)} with --task")
         if bool(self.run) == bool(self.hf_dir):
@@ -70,7 +81,7 @@ class EvalConfig:
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"--limit must be a positive number of examples, got {self.limit!r}; "
                              "leave it out to evaluate everything")
-        if self.shots < 0 or self.batch_size < 1 or self.max_new_tokens < 1 or self.stride < 0 or self.context < 0:
+        if self.shots < 0 or self.max_new_tokens < 1 or self.stride < 0 or self.context < 0:
             raise ValueError("--shots, --stride and --context must be >= 0, --batch-size and --max-new-tokens >= 1")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"--holdout must be in [0, 1), got {self.holdout}")
@@ -149,42 +160,115 @@ def _token_id(tokenizer, token: str) -> int | None:
     return tokenizer.token_id(token) if hasattr(tokenizer, "token_id") else None
 
 
-def evaluate(config: EvalConfig, model=None) -> dict:
+def prompt_settings(config: EvalConfig) -> dict:
+    """Everything besides the model and the example that changes an example's record."""
+    keep = {"mmlu": ("shots", "mmlu_format"),
+            "gsm8k": ("shots", "chat", "max_new_tokens", "temperature", "top_p", "seed")}[config.task]
+    return {k: getattr(config, k) for k in keep}
+
+
+def _batch_size(config: EvalConfig, params, model_config, requests, fp: str, out_dir: Path | None) -> int:
+    """--batch-size, or for auto the largest that fits the budget at the widest of `requests()`."""
+    if config.batch_size != "auto":
+        return int(config.batch_size)
+    from lm.eval.memory import auto_batch_size, default_budget, widest
+
+    requests, shared = requests()
+
+    budget = int(config.memory_budget_gb * 2 ** 30) or default_budget()
+    cache = (out_dir.parent if out_dir else Path("runs") / "eval") / "batch_size_cache.json"
+    rows = auto_batch_size(params, model_config, widest(requests, shared), budget, cache, f"{fp}-{config.task}")
+    print(f"--batch-size auto: {rows} rows fit {budget / 2 ** 30:.1f} GiB (cached in {cache})", file=sys.stderr)
+    return rows
+
+
+def _mmlu(config: EvalConfig, params, model_config, tokenizer, data: Path, fp: str, log, out_dir, on_chunk):
+    from lm.eval.mmlu import LETTERS, mmlu_examples, summarize
+    from lm.eval.multiple_choice import choice_requests, evaluate_choices
+    from lm.eval.resume import record_key, resumable
+
+    split = config.resolved_split
+    examples = mmlu_examples(data, split, config.shots, config.mmlu_format, config.limit, config.subjects)
+    settings = prompt_settings(config)
+    keys = [record_key(fp, "mmlu", split, ex.meta["id"], settings) for ex in examples]
+    pending = [ex for ex, k in zip(examples, keys) if k not in log] if log is not None else examples
+    batch_size = _batch_size(config, params, model_config, lambda: choice_requests(tokenizer, pending), fp,
+                             out_dir) if pending else 1
+
+    def compute(idx, start):
+        r = evaluate_choices(params, model_config, tokenizer, [examples[i] for i in idx], batch_size)
+        for rec in r["records"]:
+            rec["pred_letter"] = LETTERS[rec["pred"]]
+        return r["records"]
+
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].meta["subject"], i))  # a chunk: few subjects
+    records = resumable(keys, compute, log, config.chunk, order, on_chunk, config.progress, f"mmlu {split}")
+    return summarize(records), records
+
+
+def _gsm8k(config: EvalConfig, params, model_config, tokenizer, data: Path, fp: str, log, out_dir, on_chunk):
+    from lm.eval.gsm8k import gsm8k_records, load_gsm8k, summarize
+    from lm.eval.resume import record_key, resumable
+    from lm.inference.sampling import SamplingConfig
+
+    split = config.resolved_split
+    problems = load_gsm8k(data / f"{split}.jsonl")[: config.limit]
+    shots = load_gsm8k(data / "train.jsonl")[: config.shots] if config.shots else []
+    if len(shots) < config.shots:
+        raise ValueError(f"only {len(shots)} training problems for {config.shots} shots")
+    settings = prompt_settings(config)
+    keys = [record_key(fp, "gsm8k", split, f"gsm8k/{split}/{p['index']}", settings) for p in problems]
+    batch_size = 8 if config.batch_size == "auto" else int(config.batch_size)  # decoding: no estimate yet
+
+    def compute(idx, start):
+        sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p,
+                                  max_new_tokens=config.max_new_tokens, seed=config.seed + start)
+        return gsm8k_records(params, model_config, tokenizer, [problems[i] for i in idx], shots, split,
+                             config.chat, sampling, batch_size)
+
+    chunk = -(-config.chunk // batch_size) * batch_size  # whole batches, so a chunk's seeds never overlap the next
+    records = resumable(keys, compute, log, chunk, None, on_chunk, config.progress, f"gsm8k {split}")
+    return summarize(records), records
+
+
+def evaluate(config: EvalConfig, model=None, out_dir: str | Path | None = None, on_chunk=None) -> dict:
     """Run the evaluation; returns {"task", "model", "config", "metrics", "records", "seconds", ...}.
 
-    `model` = (params, ModelConfig, tokenizer) skips loading --run / --hf-dir.
+    `model` = (params, ModelConfig, tokenizer) skips loading --run / --hf-dir. With `out_dir` (the command
+    line passes --out), per-example records go to OUT/partial.jsonl as they are computed, and with
+    --resume those an earlier run of the same model and settings left there are reused.
+    on_chunk(examples done) is called after each appended chunk.
     """
     import jax
 
     from lm.config import to_dict
-    from lm.eval import evaluate_gsm8k, evaluate_mmlu, perplexity
-    from lm.inference.sampling import SamplingConfig
+    from lm.eval import perplexity
+    from lm.eval.resume import RecordLog, fingerprint
 
     data = config.data_path()  # fail on a missing path before the (slow) model load
     params, model_config, tokenizer = model if model is not None else load_model(config)
     t0 = time.perf_counter()
     split = config.resolved_split
     records = []
+    fp = fingerprint(params, model_config)
+    out_dir = Path(out_dir) if out_dir else None
+    log = None
+    if out_dir is not None:
+        if not config.resume and (out_dir / "partial.jsonl").exists():
+            (out_dir / "partial.jsonl").unlink()
+        log = RecordLog(out_dir / "partial.jsonl")
     if config.task == "perplexity":
         ids, n_bytes = _perplexity_ids(config, tokenizer)
-        metrics = perplexity(params, model_config, ids, config.stride or None, config.batch_size, n_bytes,
+        bs = 8 if config.batch_size == "auto" else int(config.batch_size)
+        metrics = perplexity(params, model_config, ids, config.stride or None, bs, n_bytes,
                              config.progress, config.context or None)
-    elif config.task == "mmlu":
-        r = evaluate_mmlu(params, model_config, tokenizer, data, split, config.shots, config.mmlu_format,
-                          config.limit, config.subjects, config.batch_size, config.progress)
-        records = r.pop("records")
-        metrics = r
     else:
-        sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p,
-                                  max_new_tokens=config.max_new_tokens, seed=config.seed)
-        r = evaluate_gsm8k(params, model_config, tokenizer, data, split, config.shots, config.limit, config.chat,
-                           sampling, config.batch_size, config.progress)
-        records = r.pop("records")
-        metrics = r
+        task = {"mmlu": _mmlu, "gsm8k": _gsm8k}[config.task]
+        metrics, records = task(config, params, model_config, tokenizer, data, fp, log, out_dir, on_chunk)
     seconds = time.perf_counter() - t0
-    return {"task": config.task, "model": config.model_name, "split": split, "metrics": metrics,
-            "config": to_dict(config), "model_config": to_dict(model_config), "seconds": seconds,
-            "jax": jax.__version__, "device": str(jax.devices()[0]), "records": records}
+    return {"task": config.task, "model": config.model_name, "model_fingerprint": fp, "split": split,
+            "metrics": metrics, "config": to_dict(config), "model_config": to_dict(model_config),
+            "seconds": seconds, "jax": jax.__version__, "device": str(jax.devices()[0]), "records": records}
 
 
 def default_out(config: EvalConfig) -> Path:
@@ -201,11 +285,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = dataclass_from_args(EvalConfig, args)
-        result = evaluate(config)
+        out_dir = Path(config.out) if config.out else default_out(config)
+        result = evaluate(config, out_dir=out_dir)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = write_results(result, config.out or default_out(config))
+    out = write_results(result, out_dir)
     print(markdown_table(result))
     print(f"[{result['seconds']:.1f} s; results in {out}/results.json, records.jsonl, results.md]", file=sys.stderr)
     return 0

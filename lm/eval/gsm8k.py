@@ -83,7 +83,7 @@ def evaluate_gsm8k(params, config: ModelConfig, tokenizer, gsm8k_dir: str | Path
                    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=256),
                    batch_size: int = 8, progress: bool = False) -> dict:
     """Generate an answer for each of the first `limit` problems of `split`; returns
-    {"accuracy", "n", "correct", "extracted" (completions with a number found), "records"}."""
+    {"accuracy", "accuracy_se", "accuracy_ci95", "n", "correct", "extracted", "records"}."""
     gsm8k_dir = Path(gsm8k_dir)
     if shots < 0:
         raise ValueError(f"shots must be >= 0, got {shots}")
@@ -91,6 +91,14 @@ def evaluate_gsm8k(params, config: ModelConfig, tokenizer, gsm8k_dir: str | Path
     shot_pool = load_gsm8k(gsm8k_dir / "train.jsonl")[:shots] if shots else []
     if len(shot_pool) < shots:
         raise ValueError(f"only {len(shot_pool)} training problems for {shots} shots")
+    records = gsm8k_records(params, config, tokenizer, problems, shot_pool, split, chat, sampling, batch_size,
+                            progress)
+    return {**summarize(records), "records": records}
+
+
+def gsm8k_records(params, config: ModelConfig, tokenizer, problems: list[dict], shot_pool: list[dict], split: str,
+                  chat: bool, sampling: SamplingConfig, batch_size: int = 8, progress: bool = False) -> list[dict]:
+    """One record per problem: id, index, question, prompt, prediction, extracted, gold, correct."""
     if chat:
         prompts = [chat_ids(tokenizer, chat_messages(p["question"], shot_pool)) for p in problems]
         texts = [tokenizer.decode(p) for p in prompts]
@@ -103,9 +111,10 @@ def evaluate_gsm8k(params, config: ModelConfig, tokenizer, gsm8k_dir: str | Path
     for p, text, completion in zip(problems, texts, completions):
         gold = gold_number(p["answer"])
         pred, correct = score(completion, gold)
-        records.append({"index": p["index"], "question": p["question"], "prompt": text, "prediction": completion,
-                        "extracted": pred, "gold": gold, "correct": correct})
-    return {**summarize(records), "records": records}
+        records.append({"id": f"gsm8k/{split}/{p['index']}", "index": p["index"], "question": p["question"],
+                        "prompt": text, "prediction": completion, "extracted": pred, "gold": gold,
+                        "correct": correct})
+    return records
 
 
 def summarize(records: list[dict]) -> dict:

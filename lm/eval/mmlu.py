@@ -90,17 +90,22 @@ def _letter_block(q: MMLUQuestion) -> str:
     return f"{q.question}\n{options}Answer:"
 
 
-def format_prompt(q: MMLUQuestion, shots: list[MMLUQuestion], fmt: str = "letter") -> str:
-    """The prompt text for question `q` after the solved examples `shots`."""
+def prompt_parts(q: MMLUQuestion, shots: list[MMLUQuestion], fmt: str = "letter") -> tuple[str, str]:
+    """(the header and solved examples, which a subject's questions share; the question's own part)."""
     if fmt == "letter":
         head = f"The following are multiple choice questions (with answers) about {_topic(q.subject)}.\n\n"
         solved = "".join(f"{_letter_block(s)} {LETTERS[s.answer]}\n\n" for s in shots)
-        return head + solved + _letter_block(q)
+        return head + solved, _letter_block(q)
     if fmt == "cloze":
         head = f"The following are questions about {_topic(q.subject)}.\n"
         solved = "".join(f"Question: {s.question}\nAnswer: {s.options[s.answer]}\n\n" for s in shots)
-        return f"{head}{solved}Question: {q.question}\nAnswer:"
+        return head + solved, f"Question: {q.question}\nAnswer:"
     raise ValueError(f"unknown MMLU format {fmt!r}; choose one of {FORMATS}")
+
+
+def format_prompt(q: MMLUQuestion, shots: list[MMLUQuestion], fmt: str = "letter") -> str:
+    """The prompt text for question `q` after the solved examples `shots`."""
+    return "".join(prompt_parts(q, shots, fmt))
 
 
 def interleave(questions: list[MMLUQuestion]) -> list[MMLUQuestion]:
@@ -133,8 +138,10 @@ def mmlu_examples(mmlu_dir: str | Path, split: str = "val", shots: int = 5, fmt:
                                  f"use --shots {len(dev[q.subject])} or fewer")
         shot_qs = dev[q.subject][:shots] if split != "dev" else [s for s in dev[q.subject] if s.index != q.index][:shots]
         choices = tuple(f" {x}" for x in (LETTERS if fmt == "letter" else q.options))
-        out.append(Choice(format_prompt(q, shot_qs, fmt), choices, q.answer,
-                          meta={"subject": q.subject, "index": q.index, "gold_letter": LETTERS[q.answer]}))
+        shared, own = prompt_parts(q, shot_qs, fmt)
+        out.append(Choice(shared + own, choices, q.answer, shared=shared,
+                          meta={"id": f"mmlu/{split}/{q.subject}/{q.index}", "subject": q.subject,
+                                "index": q.index, "gold_letter": LETTERS[q.answer]}))
     return out
 
 

@@ -31,6 +31,7 @@ class Choice:
     choices: tuple[str, ...]
     gold: int
     meta: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    shared: str = ""  # the start of `prompt` other examples share (a k-shot header), read once for them all
 
     def __post_init__(self):
         object.__setattr__(self, "choices", tuple(self.choices))
@@ -38,6 +39,8 @@ class Choice:
             raise ValueError(f"a multiple-choice example needs at least 2 choices, got {len(self.choices)}")
         if not 0 <= self.gold < len(self.choices):
             raise ValueError(f"gold index {self.gold} is outside the {len(self.choices)} choices")
+        if not self.prompt.startswith(self.shared):
+            raise ValueError("the shared text must be the start of the prompt")
 
 
 def pick(logprobs: Sequence[float], lengths: Sequence[int] | None = None) -> int:
@@ -48,22 +51,41 @@ def pick(logprobs: Sequence[float], lengths: Sequence[int] | None = None) -> int
     return int(np.argmax(scores))
 
 
-def evaluate_choices(params, config: ModelConfig, tokenizer, examples: Sequence[Choice], batch_size: int = 8,
-                     progress: bool = False, desc: str = "multiple choice") -> dict:
-    """Score every choice of every example; returns {"acc", "acc_norm", "n", "records"}.
-
-    Each record: prompt, choices, gold, pred, pred_norm, correct, correct_norm, logprobs, tokens.
-    """
-    if not examples:
-        raise ValueError("no examples to evaluate")
-    requests = []
+def choice_requests(tokenizer, examples: Sequence[Choice]) -> tuple[list, list[int]]:
+    """(scoring requests, shared prefix lengths in tokens) for the examples. An example's shared length is
+    where the tokens of its `shared` text and of its prompt part: a function of the example alone."""
+    requests, shared = [], []
     for i, ex in enumerate(examples):
         ctx = encode(tokenizer, ex.prompt)
         conts = [encode(tokenizer, c, add_special_tokens=False) for c in ex.choices]
         if not ctx or any(not c for c in conts):
             raise ValueError(f"example {i}: the prompt and every choice must encode to at least one token")
         requests.append((ctx, conts))
-    scores = score_continuations(params, config, requests, batch_size, progress, desc)
+        shared.append(min(_lcp(encode(tokenizer, ex.shared), ctx), len(ctx) - 1) if ex.shared else 0)
+    return requests, shared
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def evaluate_choices(params, config: ModelConfig, tokenizer, examples: Sequence[Choice], batch_size: int = 8,
+                     progress: bool = False, desc: str = "multiple choice") -> dict:
+    """Score every choice of every example; returns {"acc", "acc_norm", "n", "records"}.
+
+    Each record: prompt, choices, gold, pred, pred_norm, correct, correct_norm, logprobs, tokens. An
+    example's numbers depend on it alone, not on the others evaluated with it (`lm.eval.scoring`) when
+    the examples say what they share (`Choice.shared`); else shared prefixes are found over the set.
+    """
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    requests, shared = choice_requests(tokenizer, examples)
+    explicit = any(ex.shared for ex in examples)
+    scores = score_continuations(params, config, requests, batch_size, progress, desc,
+                                 shared_lens=shared if explicit else None)
     records = []
     for ex, sc in zip(examples, scores):
         lps = [s[0] for s in sc]
