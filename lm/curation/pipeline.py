@@ -193,6 +193,13 @@ def _run_passes(config: CurationConfig, files: list[str], ex: ShardExecutor) -> 
                      [marker_path(out, "c", i) for i in shards], "filter")
     for payload in c:
         stats = S.merge(stats, payload["stats"], config.max_samples)
+    if index_dir:  # every benchmark is listed, with 0 where nothing overlaps
+        from lm.curation.decontaminate import load_indexes
+
+        counters = S.stage(stats, "decontaminate")["counters"]
+        for name in load_indexes(index_dir):
+            counters.setdefault(f"docs:{name}", 0)
+            counters.setdefault(f"ngrams:{name}", 0)
     if fuzzy["canaries"] is not None:
         S.stage(stats, "canaries")["near_duplicates"] = fuzzy["canaries"]
     return stats

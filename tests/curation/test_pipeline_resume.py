@@ -94,8 +94,12 @@ def test_decontamination_and_canaries_in_stats(reference):
 
 def test_new_filter_stages_report_counts_and_samples(crawl, tmp_path):
     cfg = _config(crawl, tmp_path / "f", gopher_repetition=True, c4=True, fineweb=True, tokenize=False, canaries=0,
-                  decontaminate="", mask_pii=False)
-    st = run_curation(cfg, progress=False)["stats"]
+                  decontaminate=str(Path(crawl[1]).parent), decontam_action="flag", mask_pii=False)
+    res = run_curation(cfg, progress=False)
+    st = res["stats"]
+    # a folder is a benchmark too; its documents are flagged, not removed
+    name = f"{Path(crawl[1]).parent.parent.name}/bench"
+    assert st["decontaminate"]["counters"][f"docs:{name}"] == 2 and not st["decontaminate"]["removed"]
     order = ["gopher", "gopher_repetition", "c4", "fineweb"]
     for a, b in zip(order, order[1:]):
         assert st[b]["in"] == st[a]["kept"]  # each stage sees what the previous one kept
