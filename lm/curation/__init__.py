@@ -2,10 +2,12 @@
 
 One module per stage, each a plain function over text or documents:
 reading (read_warc), extract (extract_text), language (identify_language), pii (mask_pii),
-harmful (load_harmful_classifier, harmful_filter), gopher (gopher_filter), quality
-(train_quality_classifier, quality_score), exact_dedup (exact_line_dedup), minhash / lsh /
-near_dedup (minhash_signatures, fuzzy_dedup), pipeline (run_curation), tokens
-(tokenize_documents). The optional packages (`pip install -e '.[curation]'`) are imported only
+harmful (load_harmful_classifier, harmful_filter), gopher (gopher_filter), repetition
+(repetition_filter: Gopher's repetition rules), c4 (c4_filter), fineweb (fineweb_filter), quality
+(train_quality_classifier, quality_score), decontaminate (build_benchmark_indexes, contamination),
+exact_dedup (exact_line_dedup), minhash / lsh / near_dedup (minhash_signatures, fuzzy_dedup) and
+disk_lsh (the same buckets streamed from sorted shard files), canaries, resume (completion markers),
+pipeline (run_curation), tokens (tokenize_documents). The optional packages (`pip install -e '.[curation]'`) are imported only
 when a stage runs, so `import lm.curation` always works.
 
 No submodule shares a name with an export: importing a submodule binds its name on the package,
@@ -21,7 +23,8 @@ _EXPORTS = {
     "gopher_filter": "gopher", "train_quality_classifier": "quality", "quality_score": "quality",
     "exact_line_dedup": "exact_dedup", "minhash_signatures": "minhash", "fuzzy_dedup": "near_dedup",
     "MinHashConfig": "near_dedup", "CurationConfig": "config", "run_curation": "pipeline",
-    "tokenize_documents": "tokens",
+    "tokenize_documents": "tokens", "repetition_filter": "repetition", "c4_filter": "c4",
+    "fineweb_filter": "fineweb", "build_benchmark_indexes": "decontaminate", "contamination": "decontaminate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,6 +4,10 @@ Defaults suit "documents with about 5% of their words edited are duplicates": wi
 shingles one substituted word breaks up to 3 shingles, so 5% substitutions leave Jaccard near
 (1 - 0.15) / (1 + 0.15) = 0.74 at worst; with 20 bands of 5 rows such a pair becomes a candidate
 with probability 1 - (1 - 0.74^5)^20 = 0.993, and the verification threshold is 0.6.
+
+`fuzzy_dedup` holds every signature in memory (and every text, when given texts); the pipeline
+instead writes per-shard sorted band files and streams them (`lm.curation.disk_lsh`), which gives the
+same clusters with memory that does not grow with the corpus.
 """
 
 from __future__ import annotations
