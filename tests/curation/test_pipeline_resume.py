@@ -156,3 +156,12 @@ def test_killed_run_resumes_to_identical_output(crawl, reference, tmp_path, monk
     assert run_curation(cfg, progress=False)["seconds"] == 0.0 and not calls
     with pytest.raises(ValueError, match="other settings"):
         run_curation(_config(crawl, out, canaries=1), progress=False)
+
+
+def test_report_warns_when_dedup_removes_no_planted_duplicates():
+    from lm.curation.pipeline import _canary_lines
+
+    row = {"target": 0.9, "pairs": 5, "mean_jaccard": 0.9, "candidate_rate": 0.0, "predicted_candidate_rate": 1.0,
+           "removed_rate": 0.0, "predicted_removed_rate": 1.0}
+    assert "Warning" in "\n".join(_canary_lines({"canaries": {"near_duplicates": [row]}}))
+    assert "Warning" not in "\n".join(_canary_lines({"canaries": {"near_duplicates": [{**row, "removed_rate": 1.0}]}}))
