@@ -112,6 +112,15 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, 
     return mean, mean - half, mean + half
 
 
+def grpo_curve(result: dict) -> list[tuple[int, float]]:
+    """(step, held-out accuracy) at each of GRPO's evaluations, from the seed's run directory ([] without one)."""
+    path = Path(result.get("run_dir", "")) / "grpo" / "grpo_metrics.jsonl"
+    if not result.get("run_dir") or not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["step"], r["eval_accuracy"]) for r in sorted(rows, key=lambda r: r["step"]) if "eval_accuracy" in r]
+
+
 def format_table(results: list[dict]) -> str:
     """Markdown: per-seed greedy held-out accuracy per stage and the paired stage-to-stage changes,
     each with its mean and 95% t-interval over seeds, then the provenance of every seed."""
@@ -137,11 +146,17 @@ def format_table(results: list[dict]) -> str:
         dirty = "unknown" if p["dirty"] is None else ("clean" if not p["dirty"] else "dirty: " + ", ".join(p["dirty"]))
         prov.append(f"- seed {r['seed']}: commit `{p['commit']}` ({dirty}), {p['machine']}, {p['date']}, "
                     f"{sum(s['seconds'] for s in r['stages']):.0f} s of training")
+    curves = [f"- seed {r['seed']}: " + ", ".join(f"step {k}: {100 * a:.1f}" for k, a in curve)
+              for r in results if (curve := grpo_curve(r))]
+    if curves:
+        prov = ["GRPO's held-out greedy accuracy (%) during its run:", *curves, "", "Produced by:", *prov]
+    else:
+        prov = ["Produced by:", *prov]
     return (f"{len(seeds)} seeds, {n_eval} held-out problems (the same for every seed), greedy decoding. "
             "Intervals: mean ± t(0.975, n-1)·sd/√n over seeds; a change row is the paired per-seed difference. "
             f"One accuracy on {n_eval} problems has a standard error of about "
             f"{100 * math.sqrt(0.25 / n_eval):.1f} points at 50%.\n\n" + head + "\n" + "\n".join(lines) +
-            "\n\nProduced by:\n" + "\n".join(prov) + "\n")
+            "\n\n" + "\n".join(prov) + "\n")
 
 
 def write_section(body: str, path: Path) -> None:
