@@ -13,8 +13,9 @@ the next request takes them.
 
 Each request samples with its own settings (temperature, top-k, top-p, max tokens, stop ids and
 strings) and its own key: token i of a request is drawn with fold_in(PRNGKey(seed), i). A row's
-computation never mixes with the other rows', so a request gives the same tokens alone as in a
-busy batch (tests/inference/test_engine.py).
+computation never mixes with the other rows', and attention reads keys in whole blocks whose
+trailing empty ones change nothing (`paged_extend`'s block_pages), so a request gives the same
+tokens alone as in a busy batch (tests/inference/test_engine.py).
 
 Prompts share pages by prefix (`lm.inference.pages`): a request whose prompt begins with full
 blocks some earlier prompt wrote (the G samples of a GRPO group, k-shot prompts, a system prompt)
@@ -56,13 +57,16 @@ class EngineConfig:
     prefill_rows: int = 4  # requests prefilled together in one call
     decode_steps: int = 4  # decode steps per device call (tokens reach the host this many at a time)
     max_stop_ids: int = 8  # stop ids per request (the tokenizer's special tokens included)
-    bucket_reads: bool = True  # attend to a power-of-two number of pages, not the whole table
+    bucket_reads: bool = True  # attend to a power-of-two number of key blocks (enough for the longest row)
+    key_block: int = 256  # tokens per attention block (a multiple of page_size); reads come in whole blocks
     prefix_sharing: bool = True
 
     def __post_init__(self):
         for name in ("slots", "page_size", "prefill_chunk", "prefill_rows", "decode_steps", "max_stop_ids"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.key_block % self.page_size:
+            raise ValueError(f"EngineConfig.key_block={self.key_block} must be a multiple of page_size={self.page_size}")
         if self.num_pages < 0:
             raise ValueError(f"EngineConfig.num_pages must be >= 0 (0 = enough for every slot), got {self.num_pages}")
 
@@ -77,26 +81,26 @@ def _row_keys(keys: jax.Array, index: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.fold_in)(keys, index)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "read_pages"), donate_argnums=(1,))
+@functools.partial(jax.jit, static_argnames=("config", "read_pages", "block_pages"), donate_argnums=(1,))
 def _prefill(params, pool, table, length, tokens, n_new, key, temperature, top_k, top_p, *, config: ModelConfig,
-             read_pages: int):
+             read_pages: int, block_pages: int):
     """One prompt chunk of each of `rows` requests ([rows, chunk] tokens) and the first token drawn after it."""
     logits, pool = paged_extend(params, config, pool, table, length, tokens, n_new, read_pages=read_pages,
-                                last_only=True)
+                                block_pages=block_pages, last_only=True)
     first = jnp.zeros(tokens.shape[0], jnp.int32)
     return sample_rows(logits, _row_keys(key, first), temperature, top_k, top_p), pool
 
 
-@functools.partial(jax.jit, static_argnames=("config", "read_pages", "steps"), donate_argnums=(1,))
+@functools.partial(jax.jit, static_argnames=("config", "read_pages", "block_pages", "steps"), donate_argnums=(1,))
 def _decode(params, pool, table, lengths, token, active, count, limit, keys, temperature, top_k, top_p, stop_ids,
-            *, config: ModelConfig, read_pages: int, steps: int):
+            *, config: ModelConfig, read_pages: int, block_pages: int, steps: int):
     """`steps` decode steps of every slot. Returns (tokens int32 [steps, slots] with -1 where a row emitted
     nothing, (lengths, token, active, count) after them, stopped bool [slots], pool)."""
 
     def body(carry, _):
         pool, token, lengths, count, active, stopped = carry
         logits, pool = paged_extend(params, config, pool, table, lengths, token[:, None], active.astype(jnp.int32),
-                                    read_pages=read_pages, last_only=True)
+                                    read_pages=read_pages, block_pages=block_pages, last_only=True)
         nxt = sample_rows(logits, _row_keys(keys, count), temperature, top_k, top_p)
         stop = active & jnp.any(nxt[:, None] == stop_ids, axis=1)
         emit = active & ~stop
@@ -122,7 +126,10 @@ class Engine:
             stop_ids = tuple(getattr(tokenizer, "special_ids", {}).values()) if tokenizer is not None else ()
         self.stop_ids = tuple(int(i) for i in stop_ids)
         e, s = engine, engine.slots
-        self.max_pages = pages_for(config.context_length, e.page_size)
+        # Attention reads whole blocks of key pages (`paged_extend`'s block_pages), so a row's logits do not
+        # depend on how many blocks its batch reads; the table is padded to whole blocks.
+        self.block_pages = max(1, min(e.key_block // e.page_size, pages_for(config.context_length, e.page_size)))
+        self.max_pages = pages_for(pages_for(config.context_length, e.page_size), self.block_pages) * self.block_pages
         num_pages = e.num_pages or s * self.max_pages
         self.pool = init_pool(config, num_pages, e.page_size)
         self.pages = PageTable(num_pages, e.page_size)
@@ -263,8 +270,10 @@ class Engine:
             self.slot_pages[slot] += new
 
     def _read_pages(self, tokens: int) -> int:
-        need = pages_for(tokens, self.engine.page_size)
-        return _bucket(need, self.max_pages) if self.engine.bucket_reads else self.max_pages
+        """Pages the next call reads: whole key blocks, enough for `tokens` tokens (a power of two of them)."""
+        blocks, most = pages_for(pages_for(tokens, self.engine.page_size), self.block_pages), \
+            self.max_pages // self.block_pages
+        return (_bucket(blocks, most) if self.engine.bucket_reads else most) * self.block_pages
 
     def _prefill_chunk(self) -> None:
         """One prefill call: the next chunk of up to `prefill_rows` prompts, oldest first. A prompt whose first
@@ -295,7 +304,7 @@ class Engine:
         top = max(int(start[i]) + k for i, k in enumerate(n))
         tok, self.pool = _prefill(self.params, self.pool, table, start, tokens, n_new, self.keys[idx],
                                   self.temperature[idx], self.top_k[idx], self.top_p[idx], config=self.config,
-                                  read_pages=self._read_pages(top))
+                                  read_pages=self._read_pages(top), block_pages=self.block_pages)
         self.stats["prefill_tokens"] += sum(n)
         tok = None if all(self.prefilled[s] + k < len(self.requests[s].prompt) for s, k in zip(rows, n)) \
             else jax.device_get(tok)
@@ -340,10 +349,12 @@ class Engine:
             tokens = min(int(self.lengths[slot]) + steps, len(self.requests[slot].prompt) + int(self.limit[slot]) - 1)
             self._grow(slot, tokens)
             top = max(top, tokens)
+        read = self._read_pages(top)
+        self.stats[f"decode_read_pages_{read}"] += 1
         out, (lengths, token, active, count), stopped, self.pool = _decode(
             self.params, self.pool, self.table, self.lengths, self.token, self.active, self.count, self.limit,
             self.keys, self.temperature, self.top_k, self.top_p, self.slot_stop, config=self.config,
-            read_pages=self._read_pages(top), steps=steps)
+            read_pages=read, block_pages=self.block_pages, steps=steps)
         out, lengths, token, active, count, stopped = jax.device_get((out, lengths, token, active, count, stopped))
         self.stats["decode_calls"] += 1
         for slot in rows:

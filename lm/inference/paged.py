@@ -55,7 +55,8 @@ def pages_for(tokens: int, page_size: int) -> int:
 
 
 def paged_extend(params: dict, config: ModelConfig, pool: PagedKV, page_table: jax.Array, lengths: jax.Array,
-                 tokens: jax.Array, n_new: jax.Array, *, read_pages: int | None = None, last_only: bool = False):
+                 tokens: jax.Array, n_new: jax.Array, *, read_pages: int | None = None, block_pages: int | None = None,
+                 last_only: bool = False):
     """Read `tokens` [batch, t] after each row's cached tokens; returns (logits float32, new pool).
 
     page_table int32 [batch, max_pages]: each row's pages in order (entries past its length are
@@ -63,13 +64,20 @@ def paged_extend(params: dict, config: ModelConfig, pool: PagedKV, page_table: j
     row b's new tokens take positions lengths[b], lengths[b] + 1, ... n_new int32 [batch]: how many
     of the row's t tokens are real (the rest is padding: not written, its logits meaningless; a row
     with n_new 0 is an idle slot). read_pages (static): attend to the first `read_pages` pages of each
-    row only (default all); every row's lengths + n_new must fit in them. last_only: logits
+    row only (default all); every row's lengths + n_new must fit in them. block_pages (static, must
+    divide read_pages): attention runs over blocks of this many pages, merged one after the other
+    (default: one block). A block that holds none of a row's keys leaves its result bit for bit
+    unchanged, so a row's logits do not depend on how many pages its batch reads, only on its own
+    keys: the engine can size reads to the longest row and stay batch-invariant. last_only: logits
     [batch, vocab] of each row's last real token instead of [batch, t, vocab].
     """
     c = config
     b, t = tokens.shape
     page = pool.page_size
     read_pages = page_table.shape[1] if read_pages is None else read_pages
+    block_pages = read_pages if block_pages is None else block_pages
+    if read_pages % block_pages:
+        raise ValueError(f"block_pages={block_pages} must divide read_pages={read_pages}")
     lengths, n_new = lengths.astype(jnp.int32), n_new.astype(jnp.int32)
     positions = lengths[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
     real = jnp.arange(t)[None] < n_new[:, None]
@@ -85,7 +93,7 @@ def paged_extend(params: dict, config: ModelConfig, pool: PagedKV, page_table: j
     k_pos = jnp.arange(n_keys, dtype=jnp.int32)[None]
     k_valid = k_pos < (lengths + n_new)[:, None]
     model = bind(params, c)
-    attend_kw = dict(window=c.sliding_window, impl="xla", softcap=c.logit_softcap)
+    attend_kw = dict(window=c.sliding_window, impl="xla", softcap=c.logit_softcap, return_lse=True)
 
     def layer(block, carry, i):
         x, ks, vs = carry
@@ -98,7 +106,7 @@ def paged_extend(params: dict, config: ModelConfig, pool: PagedKV, page_table: j
             # The gather: [b, read_pages, page, kv, hd] -> one row of keys per sequence, in position order.
             k_all = new["k"][i, table].reshape(b, n_keys, c.kv_heads, c.head_dim).astype(q.dtype)
             v_all = new["v"][i, table].reshape(b, n_keys, c.kv_heads, c.head_dim).astype(q.dtype)
-            out = attention(q, k_all, v_all, q_positions=positions, k_positions=k_pos, k_valid=k_valid, **attend_kw)
+            out = _blocked_attention(q, k_all, v_all, positions, k_pos, k_valid, block_pages * page, attend_kw)
             return block.attn.output(out)
 
         x, _ = block(x, positions, attend=attend)
@@ -111,5 +119,32 @@ def paged_extend(params: dict, config: ModelConfig, pool: PagedKV, page_table: j
     return model.logits(x), PagedKV(ks, vs)
 
 
-paged_extend_jit = jax.jit(paged_extend, static_argnames=("config", "read_pages", "last_only"), donate_argnums=(2,))
+def _blocked_attention(q, k, v, q_pos, k_pos, k_valid, block: int, kw: dict) -> jax.Array:
+    """Attention of q [b, t, heads, hd] over keys [b, n, kv, hd] taken `block` at a time, in order, each block's
+    (out, lse) folded into the running one. A block with no visible key has lse -inf and weight exactly 0, and
+    the running result's weight is exactly 1, so trailing empty blocks change nothing, not even rounding."""
+    def part(j):
+        take = lambda x: jax.lax.dynamic_slice_in_dim(x, j * block, block, axis=1)  # noqa: E731
+        out, lse = attention(q, take(k), take(v), q_positions=q_pos, k_positions=take(k_pos), k_valid=take(k_valid),
+                             **kw)
+        return out.astype(jnp.float32), lse
+
+    def fold(carry, j):
+        out, lse = carry
+        o, l2 = part(j)
+        top = jnp.maximum(lse, l2)
+        top = jnp.where(jnp.isfinite(top), top, 0.0)
+        wa, wb = jnp.exp(lse - top), jnp.exp(l2 - top)
+        total = wa + wb
+        out = (wa[..., None] * out + wb[..., None] * o) / jnp.where(total > 0, total, 1.0)[..., None]
+        return (out, top + jnp.log(total)), None
+
+    carry = part(0)
+    if k.shape[1] > block:
+        carry, _ = jax.lax.scan(fold, carry, jnp.arange(1, k.shape[1] // block))
+    return carry[0].astype(q.dtype)
+
+
+paged_extend_jit = jax.jit(paged_extend, static_argnames=("config", "read_pages", "block_pages", "last_only"),
+                           donate_argnums=(2,))
 paged_extend_jit.__doc__ = "`paged_extend`, compiled once per config and shape; the pool passed in is consumed."

@@ -16,6 +16,8 @@ from tests.inference.tiny import full_forward, model
 # One set of shapes for every test here, so the prefill and decode programs compile once.
 ECFG = EngineConfig(slots=3, page_size=4, prefill_chunk=8, decode_steps=4, bucket_reads=False)
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=10)
+# Reads sized to the longest row, in blocks of 2 pages: a row alone reads fewer pages than in a busy batch.
+BUCKETED = dataclasses.replace(ECFG, bucket_reads=True, key_block=8)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +64,10 @@ def test_greedy_equals_the_full_forward_pass_with_more_requests_than_slots(tiny)
 def test_a_request_gives_the_same_tokens_alone_and_in_a_busy_batch(tiny):
     """The same request (sampled with its own temperature, top-k, top-p and seed; and greedy) run alone,
     and run third in a batch of requests with other settings that are already decoding (so another slot,
-    other neighbours, joining mid-flight): identical tokens."""
+    other neighbours, joining mid-flight, and reads sized to longer rows than its own): identical tokens."""
     params, c = tiny
-    target = prompts(c, (11,), seed=5)[0]
-    settings = [SamplingConfig(temperature=2.0, top_k=100, top_p=0.98, max_new_tokens=12, seed=7), GREEDY]
+    target = prompts(c, (5,), seed=5)[0]  # 5 + 10 tokens: alone, it never reads more than 4 pages
+    settings = [SamplingConfig(temperature=2.0, top_k=100, top_p=0.98, max_new_tokens=10, seed=7), GREEDY]
 
     def others():
         return [Request(p, SamplingConfig(temperature=t, top_p=0.8, max_new_tokens=n, seed=i))
@@ -73,8 +75,9 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_busy_batch(tiny):
                                                   (14, 12, 5, 9)))]
 
     for s in settings:
-        alone = Engine(params, c, ECFG).generate([Request(target, s)])[0].tokens
-        busy = Engine(params, c, ECFG)
+        lone = Engine(params, c, BUCKETED)
+        alone = lone.generate([Request(target, s)])[0].tokens
+        busy = Engine(params, c, BUCKETED)
         rest = others()
         for o in rest[:2]:
             busy.submit(o)
@@ -91,6 +94,8 @@ def test_a_request_gives_the_same_tokens_alone_and_in_a_busy_batch(tiny):
                 slots.add(busy.requests.index(req))
         assert neighbours == 2 and slots == {2}  # it really shared the batch, in another slot
         assert req.tokens == alone and len(alone) == s.max_new_tokens
+        # alone it reads at most 2 blocks; its neighbours (up to 27 tokens) make the busy batch read 4
+        assert "decode_read_pages_8" not in lone.stats and busy.stats["decode_read_pages_8"] > 0
 
 
 def test_prefix_sharing_reuses_pages_and_changes_nothing(tiny):

@@ -53,7 +53,7 @@ def test_paged_logits_equal_contiguous_cache_and_full_forward(name, dtype, tol):
     for j in range(more):
         nxt = jnp.asarray([[s[n + j]] for s, n in zip(seqs, lengths)], jnp.int32)
         logits, pool = paged_extend_jit(params, c, pool, jnp.asarray(table), jnp.asarray(done), nxt,
-                                        jnp.ones(3, np.int32))
+                                        jnp.ones(3, np.int32), block_pages=2)  # attention in 3 blocks of 2 pages
         for r in range(3):
             paged[r].append(np.asarray(logits[r, 0]))
         done += 1
@@ -86,3 +86,18 @@ def test_padding_and_idle_rows_write_nothing():
     want = np.zeros((3, 24), bool)
     want[0, 0:3] = want[2, 2:4] = True
     np.testing.assert_array_equal(written, want)
+
+
+def test_reading_more_blocks_changes_no_bit():
+    """Attention in blocks of 2 pages: a row's logits are bit-identical whether the call reads 2 pages or 6
+    (the engine sizes reads to a batch's longest row, so this is what makes it batch-invariant)."""
+    params, c = model("gqa-window")
+    table = jnp.arange(18, dtype=jnp.int32).reshape(3, 6)
+    toks = jnp.asarray(np.arange(1, 13).reshape(3, 4), jnp.int32)
+    n_new = jnp.asarray([4, 0, 2], jnp.int32)
+    few, _ = paged_extend_jit(params, c, init_pool(c, 18, 4), table, jnp.asarray([3, 0, 1], jnp.int32), toks, n_new,
+                              read_pages=2, block_pages=2)
+    many, _ = paged_extend_jit(params, c, init_pool(c, 18, 4), table, jnp.asarray([3, 0, 1], jnp.int32), toks, n_new,
+                               read_pages=6, block_pages=2)
+    np.testing.assert_array_equal(np.asarray(few)[0], np.asarray(many)[0])
+    np.testing.assert_array_equal(np.asarray(few)[2, :2], np.asarray(many)[2, :2])
