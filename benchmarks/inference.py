@@ -459,7 +459,9 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
               f"{[r.draft_lengths for r in autos]}", flush=True)
     table = markdown_table(["temperature", "draft length k", "acceptance", "tokens/s", "speedup",
                             "tokens per round", "round cost (plain steps)", "speedup if all accepted"], rows)
-    text = (f"Target: `bench` preset, {target_steps} steps (held-out loss {tv:.2f}); draft: d_model 64, 1 layer, "
+    cut = "" if (Path(target_run) / "summary.json").is_file() else (
+        " (the last checkpoint of a longer run that was stopped there, so its learning rate had not decayed)")
+    text = (f"Target: `bench` preset, {target_steps} steps{cut} (held-out loss {tv:.2f}); draft: d_model 64, 1 layer, "
             f"2 heads, d_ff 256, same tokenizer and data, {draft_steps} steps (held-out loss {dv:.2f}), "
             f"{dc.num_params():,} parameters against the target's {tc.num_params():,}. Both trained with "
             f"`experiments.pretrain` on the embedded corpus. Batch 1, {new_tokens} new tokens after each of "
