@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         print(json.dumps(res))
         return 0
     prepare(work, a.pages, a.scale)
-    scales = ["1x", f"{a.scale}x"]
+    scales = list(dict.fromkeys(["1x", f"{a.scale}x"]))  # --scale 1: the 1x corpus alone
     rows, labels = [], {}
     for scale in scales:
         meta = json.loads((work / scale / "done").read_text())
