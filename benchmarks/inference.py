@@ -36,7 +36,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
-from lm.inference.draft_tuner import DraftTuner  # noqa: E402
 from lm.inference.engine import Engine, EngineConfig  # noqa: E402
 from lm.inference.generate import decode, generate_ids, start, stream_ids  # noqa: E402
 from lm.inference.request import Request  # noqa: E402
@@ -521,7 +520,8 @@ def smollm2_section(run_dir: Path, repeats: int, new_tokens: int, bandwidth: flo
     for name, key in (("ours: KV cache, jit, on-device loop", "ours"), ("ours: paged engine", "engine"),
                       (f"transformers {transformers.__version__} `generate` (PyTorch eager)", "hf")):
         tok_s = new_tokens / t[key]
-        rows.append([name, f"{tok_s:,.1f}", f"{tok_s / (new_tokens / t['hf']):.2f}x", f"{tok_s * per_token / bandwidth:.0%}"])
+        rows.append([name, f"{tok_s:,.1f}", f"{tok_s / (new_tokens / t['hf']):.2f}x",
+                     f"{tok_s * per_token / bandwidth:.0%}"])
         print(f"SmolLM2 {key}: {tok_s:,.1f} tok/s", flush=True)
     decode_table = markdown_table(["engine", "decode tok/s (batch 1)", "vs transformers", "MBU"], rows)
     rng = np.random.default_rng(1)

@@ -44,7 +44,7 @@ import numpy as np
 from lm.inference.pages import PageTable, block_keys
 from lm.inference.paged import init_pool, paged_extend, pages_for
 from lm.inference.request import Request
-from lm.inference.sampling import SamplingConfig, sample_rows
+from lm.inference.sampling import sample_rows
 from lm.model import ModelConfig
 
 
@@ -66,7 +66,8 @@ class EngineConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.key_block % self.page_size:
-            raise ValueError(f"EngineConfig.key_block={self.key_block} must be a multiple of page_size={self.page_size}")
+            raise ValueError(f"EngineConfig.key_block={self.key_block} must be a multiple of "
+                             f"page_size={self.page_size}")
         if self.num_pages < 0:
             raise ValueError(f"EngineConfig.num_pages must be >= 0 (0 = enough for every slot), got {self.num_pages}")
 
@@ -394,8 +395,3 @@ class Engine:
         if req.on_update is not None:
             req.on_update(req)
 
-
-def greedy_requests(prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[Request]:
-    """Greedy requests for `prompts` (a convenience for benchmarks and tests)."""
-    s = SamplingConfig(temperature=0, max_new_tokens=max_new_tokens)
-    return [Request(list(p), s) for p in prompts]
