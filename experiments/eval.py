@@ -65,6 +65,11 @@ class EvalConfig:
     chunk: int = dataclasses.field(default=64, metadata={"help": "examples per chunk appended to partial.jsonl"})
     resume: bool = dataclasses.field(default=True, metadata={
         "help": "reuse records in OUT/partial.jsonl from an earlier (killed) run of the same model and settings"})
+    train_tokens: str = dataclasses.field(default="", metadata={
+        "help": "contamination report against these training tokens (*.npy under a run or token folder)"})
+    ngram: int = dataclasses.field(default=13, metadata={"help": "contamination: words per n-gram"})
+    ngram_cache: str = dataclasses.field(default="runs/_cache/ngram_index", metadata={
+        "help": "contamination: where n-gram indexes of training corpora are kept"})
     out: str = dataclasses.field(default="", metadata={"help": "output folder (default runs/eval/MODEL-TASK)"})
     progress: bool = True
 
@@ -72,8 +77,10 @@ class EvalConfig:
         object.__setattr__(self, "batch_size", str(self.batch_size))
         if self.batch_size != "auto" and not (self.batch_size.isdigit() and int(self.batch_size) >= 1):
             raise ValueError(f"--batch-size must be a positive number or auto, got {self.batch_size!r}")
-        if self.chunk < 1 or self.memory_budget_gb < 0:
-            raise ValueError("--chunk must be >= 1 and --memory-budget-gb >= 0")
+        if self.chunk < 1 or self.memory_budget_gb < 0 or self.ngram < 1:
+            raise ValueError("--chunk and --ngram must be >= 1 and --memory-budget-gb >= 0")
+        if self.train_tokens and self.task == "perplexity":
+            raise ValueError("--train-tokens reports contamination of benchmark questions; not for perplexity")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)} with --task")
         if bool(self.run) == bool(self.hf_dir):
@@ -231,6 +238,17 @@ def _gsm8k(config: EvalConfig, params, model_config, tokenizer, data: Path, fp: 
     return summarize(records), records
 
 
+def _contamination(config: EvalConfig, tokenizer, records: list[dict]) -> dict:
+    """Flag each record whose question shares a word n-gram with --train-tokens; the report on the clean subset."""
+    from lm.eval.contamination import contaminated, contamination_report, corpus_index, token_files
+
+    index = corpus_index(token_files(config.train_tokens), tokenizer, config.ngram, config.ngram_cache or None)
+    flags = contaminated(index, [r["question"] for r in records], config.ngram)
+    for r, f in zip(records, flags):
+        r["contaminated"] = f
+    return {"train_tokens": config.train_tokens, **contamination_report(records, flags, config.ngram)}
+
+
 def evaluate(config: EvalConfig, model=None, out_dir: str | Path | None = None, on_chunk=None) -> dict:
     """Run the evaluation; returns {"task", "model", "config", "metrics", "records", "seconds", ...}.
 
@@ -265,6 +283,8 @@ def evaluate(config: EvalConfig, model=None, out_dir: str | Path | None = None, 
     else:
         task = {"mmlu": _mmlu, "gsm8k": _gsm8k}[config.task]
         metrics, records = task(config, params, model_config, tokenizer, data, fp, log, out_dir, on_chunk)
+        if config.train_tokens:
+            metrics["contamination"] = _contamination(config, tokenizer, records)
     seconds = time.perf_counter() - t0
     return {"task": config.task, "model": config.model_name, "model_fingerprint": fp, "split": split,
             "metrics": metrics, "config": to_dict(config), "model_config": to_dict(model_config),

@@ -11,10 +11,15 @@ C, D, answer-letter`, no header. Two prompt formats:
   following are multiple choice questions (with answers) about {subject}.",
   k solved dev questions with their lettered options and "Answer: X", then
   the question and "Answer:"; the choices scored are " A", " B", " C", " D".
-- `cloze` (what SmolLM2's authors report for their small models, via
-  lighteval): "The following are questions about {subject}." then "Question:
-  ...\\nAnswer:" with no options shown; each answer's text is scored, and
-  acc_norm (per-byte) is the headline number.
+- `cloze` (lm-evaluation-harness's `mmlu_continuation`; the kind of prompt
+  SmolLM2's authors report for small models): "The following are questions
+  (with answers) about {subject}." then "Question: ...\\nAnswer:" with no
+  options shown; each answer's text is scored, and acc_norm (per byte) is
+  the headline number.
+
+Both follow lm-evaluation-harness 0.4 character for character (questions
+stripped of surrounding whitespace, blank lines between examples), so that
+`experiments.eval_harness_check` can compare the two on the same prompts.
 
 Reported: per-subject accuracy, the macro average over subjects, and the
 micro average over questions, each with its standard error and a bootstrap
@@ -87,7 +92,7 @@ def _topic(subject: str) -> str:
 
 def _letter_block(q: MMLUQuestion) -> str:
     options = "".join(f"{letter}. {opt}\n" for letter, opt in zip(LETTERS, q.options))
-    return f"{q.question}\n{options}Answer:"
+    return f"{q.question.strip()}\n{options}Answer:"
 
 
 def prompt_parts(q: MMLUQuestion, shots: list[MMLUQuestion], fmt: str = "letter") -> tuple[str, str]:
@@ -97,9 +102,9 @@ def prompt_parts(q: MMLUQuestion, shots: list[MMLUQuestion], fmt: str = "letter"
         solved = "".join(f"{_letter_block(s)} {LETTERS[s.answer]}\n\n" for s in shots)
         return head + solved, _letter_block(q)
     if fmt == "cloze":
-        head = f"The following are questions about {_topic(q.subject)}.\n"
-        solved = "".join(f"Question: {s.question}\nAnswer: {s.options[s.answer]}\n\n" for s in shots)
-        return head + solved, f"Question: {q.question}\nAnswer:"
+        head = f"The following are questions (with answers) about {_topic(q.subject)}.\n\n"
+        solved = "".join(f"Question: {s.question.strip()}\nAnswer: {s.options[s.answer]}\n\n" for s in shots)
+        return head + solved, f"Question: {q.question.strip()}\nAnswer:"
     raise ValueError(f"unknown MMLU format {fmt!r}; choose one of {FORMATS}")
 
 
@@ -141,7 +146,7 @@ def mmlu_examples(mmlu_dir: str | Path, split: str = "val", shots: int = 5, fmt:
         shared, own = prompt_parts(q, shot_qs, fmt)
         out.append(Choice(shared + own, choices, q.answer, shared=shared,
                           meta={"id": f"mmlu/{split}/{q.subject}/{q.index}", "subject": q.subject,
-                                "index": q.index, "gold_letter": LETTERS[q.answer]}))
+                                "index": q.index, "question": q.question, "gold_letter": LETTERS[q.answer]}))
     return out
 
 

@@ -36,6 +36,12 @@ def markdown_table(result: dict) -> str:
     else:
         rows = [("problems", str(m["n"])), ("exact match", _err(m, "accuracy")),
                 ("answers extracted", f"{m['extracted']} / {m['n']}")]
+    c = m.get("contamination")
+    if c:
+        rows += [(f"contaminated ({c['n_gram']}-gram in training data)",
+                  f"{c['contaminated']} / {c['examples']} ({_pct(c['fraction'])}; {c['too_short']} too short to check)"),
+                 ("clean-subset accuracy", _err(c, "clean_acc") if c["clean_acc"] is not None else "-"),
+                 ("contaminated-subset accuracy", _pct(c["contaminated_acc"]))]
     lines = [head, "", "| metric | value (± standard error [bootstrap 95% interval]) |", "|---|---:|",
              *(f"| {k} | {v} |" for k, v in rows)]
     if task == "mmlu":

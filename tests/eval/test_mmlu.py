@@ -38,7 +38,7 @@ def test_letter_prompt_is_the_papers_format(mmlu_dir):
         "Dev question 1?\nA. w\nB. x\nC. y\nD. z\nAnswer: B\n\n"
         "What is a, b?\nA. one\nB. two, three\nC. four\nD. five\nAnswer:")
     assert format_prompt(q, [shot], "cloze") == (
-        "The following are questions about alpha beta.\n"
+        "The following are questions (with answers) about alpha beta.\n\n"
         "Question: Dev question 1?\nAnswer: x\n\nQuestion: What is a, b?\nAnswer:")
 
 

@@ -4,10 +4,12 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from experiments.eval import EvalConfig, evaluate
 from lm.eval import memory
+from lm.eval.report import markdown_table
 from lm.eval.resume import RecordLog, fingerprint
 from tests.eval.models import byte_tokenizer, config
 from tests.inference.tiny import random_params
@@ -84,3 +86,19 @@ def test_memory_analysis_orders_batch_sizes(setup, tmp_path):
     budget = memory.batch_bytes(model[0], model[1], 4, w)
     assert memory.batch_bytes(model[0], model[1], 8, w) > budget > memory.batch_bytes(model[0], model[1], 2, w)
     assert memory.auto_batch_size(model[0], model[1], w, budget, tmp_path / "c.json", "k") == 4
+
+
+def test_contamination_report_through_the_command(setup, tmp_path):
+    root, model = setup
+    tok = model[2]
+    docs = ["some training text", "alpha val 1: 1+1? is in here", "more text", "ALPHA VAL 3: 3+3!"]
+    np.save(tmp_path / "tokens.npy", np.asarray([t for d in docs for t in [*tok.encode(d), 256]], np.uint16))
+    cfg = EvalConfig(task="mmlu", run="toy", data_dir=str(root), shots=1, limit=4, subjects=("alpha",),
+                     batch_size="4", train_tokens=str(tmp_path), ngram=3, ngram_cache=str(tmp_path / "cache"),
+                     progress=False)
+    r = evaluate(cfg, model, out_dir=tmp_path / "out")
+    c = r["metrics"]["contamination"]
+    assert [x["contaminated"] for x in r["records"]] == [False, True, False, True]
+    assert c["fraction"] == 0.5 and c["clean_n"] == 2 and c["n_gram"] == 3
+    assert c["clean_acc"] == np.mean([x["correct"] for x in r["records"][::2]])
+    assert "contaminated (3-gram in training data) | 2 / 4" in markdown_table(r)
