@@ -7,8 +7,9 @@
 `acc` picks the answer with the highest total log-probability; `acc_norm`
 divides each answer's log-probability by its length in UTF-8 bytes first (as
 lm-evaluation-harness's acc_norm does), so that long answers are not
-penalised for having more tokens. Prompt and answer are tokenized separately
-and concatenated, so the scored tokens are exactly the answer's own tokens.
+penalised for having more tokens. The answer's tokens are those of prompt +
+answer encoded together, after the prompt's own tokens, as in
+lm-evaluation-harness.
 """
 
 from __future__ import annotations
@@ -57,12 +58,22 @@ def choice_requests(tokenizer, examples: Sequence[Choice]) -> tuple[list, list[i
     requests, shared = [], []
     for i, ex in enumerate(examples):
         ctx = encode(tokenizer, ex.prompt)
-        conts = [encode(tokenizer, c, add_special_tokens=False) for c in ex.choices]
+        conts = [_continuation(tokenizer, ex.prompt, ctx, c) for c in ex.choices]
         if not ctx or any(not c for c in conts):
             raise ValueError(f"example {i}: the prompt and every choice must encode to at least one token")
         requests.append((ctx, conts))
         shared.append(min(_lcp(encode(tokenizer, ex.shared), ctx), len(ctx) - 1) if ex.shared else 0)
     return requests, shared
+
+
+def _continuation(tokenizer, prompt: str, ctx: list[int], choice: str) -> list[int]:
+    """The choice's tokens as lm-evaluation-harness takes them: prompt + choice encoded whole, the prompt's
+    tokens cut off the front (so a merge across the boundary is the whole text's); the choice encoded alone
+    where the whole text does not start with the prompt's tokens."""
+    whole = encode(tokenizer, prompt + choice)
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return whole[len(ctx):]
+    return encode(tokenizer, choice, add_special_tokens=False)
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
