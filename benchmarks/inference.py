@@ -36,6 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
+from lm.inference.draft_tuner import DraftTuner  # noqa: E402
 from lm.inference.engine import Engine, EngineConfig  # noqa: E402
 from lm.inference.generate import decode, generate_ids, start, stream_ids  # noqa: E402
 from lm.inference.request import Request  # noqa: E402
@@ -417,6 +418,9 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
             return run
 
         autos = []
+        for k in DraftTuner().ks:  # compile every program auto may pick (as the fixed-k runs are compiled first)
+            speculative_generate(tparams, tc, dparams, dc, prompts[0], s, "auto",
+                                 tuner=DraftTuner(ks=(k,), plain_segment=4, probe_rounds=2, reprobe_after=4))
 
         def auto():  # a fresh tuner for every prompt: its probing is part of the cost
             autos.clear()

@@ -301,14 +301,18 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
             return
 
 
-def _draft_caught_up(dparams, dcfg, s: SpecState, prompt, width: int) -> KVCache:
+def _draft_caught_up(dparams, dcfg, s: SpecState, prompt, width: int, chunk: int = 16) -> KVCache:
     """The draft cache with the target's slots it lacks: slot width holds the prompt's last token, slot
-    width + j (j >= 1) the j-th generated token, at position len(prompt) - 1 + j."""
+    width + j (j >= 1) the j-th generated token, at position len(prompt) - 1 + j. Read `chunk` tokens per
+    call, so one program serves every gap."""
     have, want = int(s.draft.length) - width, int(s.target.length) - width
-    read = np.concatenate([[prompt[-1]], np.asarray(jax.device_get(s.out))])[have:want]
-    size = -(-len(read) // 16) * 16  # padded to a multiple of 16 tokens: few shapes to compile
-    tokens, positions, valid = np.zeros((1, size), np.int32), np.zeros((1, size), np.int32), np.zeros((1, size), bool)
-    tokens[0, : len(read)], valid[0, : len(read)] = read, True
-    positions[0] = np.minimum(len(prompt) - 1 + have + np.arange(size), dcfg.context_length - 1)
-    valid[0] &= positions[0] < dcfg.context_length
-    return _catch_up(dparams, s.draft, tokens, positions, valid, jnp.int32(len(read)), dcfg=dcfg)
+    every = np.concatenate([[prompt[-1]], np.asarray(jax.device_get(s.out))])
+    cache = s.draft
+    for at in range(have, want, chunk):
+        read = every[at: min(at + chunk, want)]
+        tokens, positions = np.zeros((1, chunk), np.int32), np.zeros((1, chunk), np.int32)
+        valid = np.zeros((1, chunk), bool)
+        tokens[0, : len(read)], valid[0, : len(read)] = read, True
+        positions[0] = np.minimum(len(prompt) - 1 + at + np.arange(chunk), dcfg.context_length - 1)
+        cache = _catch_up(dparams, cache, tokens, positions, valid, jnp.int32(len(read)), dcfg=dcfg)
+    return cache
