@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 
 from lm.cli_env import prepare_process
 
-TASKS = ("perplexity", "mmlu", "gsm8k")
+TASKS = ("perplexity", "mmlu", "gsm8k", "gsm8k_bpb", "alpaca_eval", "simple_safety_tests")
+DATA_FOLDER = {"gsm8k_bpb": "gsm8k"}  # tasks reading another task's files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +81,8 @@ class EvalConfig:
             raise ValueError(f"--batch-size must be a positive number or auto, got {self.batch_size!r}")
         if self.chunk < 1 or self.memory_budget_gb < 0 or self.ngram < 1:
             raise ValueError("--chunk and --ngram must be >= 1 and --memory-budget-gb >= 0")
-        if self.train_tokens and self.task == "perplexity":
-            raise ValueError("--train-tokens reports contamination of benchmark questions; not for perplexity")
+        if self.train_tokens and self.task not in ("mmlu", "gsm8k"):
+            raise ValueError("--train-tokens reports contamination (and clean-subset accuracy) for mmlu and gsm8k")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)} with --task")
         if bool(self.run) == bool(self.hf_dir):
@@ -96,13 +98,14 @@ class EvalConfig:
             raise ValueError(f"--mmlu-format must be letter or cloze, got {self.mmlu_format!r}")
         if self.task == "perplexity" and not self.data:
             raise ValueError("--task perplexity needs --data FILE (UTF-8 text, or a .npy array of token ids)")
-        allowed = {"mmlu": ("dev", "val", "test"), "gsm8k": ("test", "train")}.get(self.task, ("",))
+        allowed = {"mmlu": ("dev", "val", "test"), "gsm8k": ("test", "train"),
+                   "gsm8k_bpb": ("test", "train")}.get(self.task, ("",))
         if self.split and self.split not in allowed:
             raise ValueError(f"--split {self.split!r} is not one of {allowed} for {self.task}")
 
     @property
     def resolved_split(self) -> str:
-        return self.split or {"mmlu": "val", "gsm8k": "test"}.get(self.task, "")
+        return self.split or {"mmlu": "val", "gsm8k": "test", "gsm8k_bpb": "test"}.get(self.task, "")
 
     @property
     def model_name(self) -> str:
@@ -116,7 +119,7 @@ class EvalConfig:
             path = Path(self.data)
         else:
             root = Path(self.data_dir) if self.data_dir else default_eval_data_dir()
-            path = root / self.task
+            path = root / DATA_FOLDER.get(self.task, self.task)
         if not path.exists():
             hint = ("" if self.task == "perplexity" else
                     " (pass --data-dir pointing at a5_eval_data/, or set LM_SHARED_DIR to the shared/ folder)")
@@ -169,8 +172,9 @@ def _token_id(tokenizer, token: str) -> int | None:
 
 def prompt_settings(config: EvalConfig) -> dict:
     """Everything besides the model and the example that changes an example's record."""
-    keep = {"mmlu": ("shots", "mmlu_format"),
-            "gsm8k": ("shots", "chat", "max_new_tokens", "temperature", "top_p", "seed")}[config.task]
+    generation = ("max_new_tokens", "temperature", "top_p", "seed")
+    keep = {"mmlu": ("shots", "mmlu_format"), "gsm8k": ("shots", "chat", *generation), "gsm8k_bpb": ("shots",),
+            "alpaca_eval": generation, "simple_safety_tests": generation}[config.task]
     return {k: getattr(config, k) for k in keep}
 
 
@@ -238,6 +242,45 @@ def _gsm8k(config: EvalConfig, params, model_config, tokenizer, data: Path, fp: 
     return summarize(records), records
 
 
+def _gsm8k_bpb(config: EvalConfig, params, model_config, tokenizer, data: Path, fp: str, log, out_dir, on_chunk):
+    from lm.eval.gsm8k import gold_bpb_records, load_gsm8k, summarize_bpb
+    from lm.eval.resume import record_key, resumable
+
+    split = config.resolved_split
+    problems = load_gsm8k(data / f"{split}.jsonl")[: config.limit]
+    shots = load_gsm8k(data / "train.jsonl")[: config.shots] if config.shots else []
+    keys = [record_key(fp, "gsm8k_bpb", split, f"gsm8k/{split}/{p['index']}", prompt_settings(config))
+            for p in problems]
+    batch_size = 8 if config.batch_size == "auto" else int(config.batch_size)
+
+    def compute(idx, start):
+        return gold_bpb_records(params, model_config, tokenizer, [problems[i] for i in idx], shots, split, batch_size)
+
+    records = resumable(keys, compute, log, config.chunk, None, on_chunk, config.progress, f"gsm8k bpb {split}")
+    return summarize_bpb(records), records
+
+
+def _open_ended(config: EvalConfig, params, model_config, tokenizer, data: Path, fp: str, log, out_dir, on_chunk):
+    from lm.eval.open_ended import generate_records, load_alpaca_eval, load_simple_safety_tests, summarize
+    from lm.eval.resume import record_key, resumable
+    from lm.inference.sampling import SamplingConfig
+
+    load = load_alpaca_eval if config.task == "alpaca_eval" else load_simple_safety_tests
+    prompts = load(data)[: config.limit]
+    keys = [record_key(fp, config.task, "", p["id"], prompt_settings(config)) for p in prompts]
+    batch_size = 8 if config.batch_size == "auto" else int(config.batch_size)
+
+    def compute(idx, start):
+        sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p,
+                                  max_new_tokens=config.max_new_tokens, seed=config.seed + start)
+        return generate_records(params, model_config, tokenizer, [prompts[i] for i in idx], sampling,
+                                config.model_name, batch_size)
+
+    chunk = -(-config.chunk // batch_size) * batch_size
+    records = resumable(keys, compute, log, chunk, None, on_chunk, config.progress, config.task)
+    return summarize(records), records
+
+
 def _contamination(config: EvalConfig, tokenizer, records: list[dict]) -> dict:
     """Flag each record whose question shares a word n-gram with --train-tokens; the report on the clean subset."""
     from lm.eval.contamination import contaminated, contamination_report, corpus_index, token_files
@@ -281,7 +324,8 @@ def evaluate(config: EvalConfig, model=None, out_dir: str | Path | None = None, 
         metrics = perplexity(params, model_config, ids, config.stride or None, bs, n_bytes,
                              config.progress, config.context or None)
     else:
-        task = {"mmlu": _mmlu, "gsm8k": _gsm8k}[config.task]
+        task = {"mmlu": _mmlu, "gsm8k": _gsm8k, "gsm8k_bpb": _gsm8k_bpb, "alpaca_eval": _open_ended,
+                "simple_safety_tests": _open_ended}[config.task]
         metrics, records = task(config, params, model_config, tokenizer, data, fp, log, out_dir, on_chunk)
         if config.train_tokens:
             metrics["contamination"] = _contamination(config, tokenizer, records)
@@ -311,6 +355,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = write_results(result, out_dir)
+    if config.task == "alpaca_eval":
+        from lm.eval.open_ended import alpaca_eval_outputs
+
+        (out / "alpaca_eval_outputs.json").write_text(json.dumps(alpaca_eval_outputs(result["records"]), indent=1))
     print(markdown_table(result))
     print(f"[{result['seconds']:.1f} s; results in {out}/results.json, records.jsonl, results.md]", file=sys.stderr)
     return 0

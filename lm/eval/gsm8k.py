@@ -11,16 +11,22 @@ turns of the tokenizer's chat template and the question is the last user
 turn. The final answer is pulled out of the completion and compared with the
 gold number by the verifier (`lm.eval.verifiers`), the same one
 that rewards RL training, so an evaluation number and a training reward
-always agree on what counts as correct.
+always agree on what counts as correct. `gold_bpb_records` scores instead the
+reference solution's bits per byte after the same k-shot prompt: a
+low-noise signal for models too small to solve the problems (as OLMo uses).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
+
 from lm.eval.generation import generate_until
-from lm.eval.stats import accuracy_summary
+from lm.eval.scoring import score_continuations
+from lm.eval.stats import accuracy_summary, bootstrap_resamples, mean_stderr
 from lm.eval.tokens import encode
 from lm.eval.verifiers import extract_answer, gsm8k_reward
 from lm.inference.sampling import SamplingConfig
@@ -115,6 +121,43 @@ def gsm8k_records(params, config: ModelConfig, tokenizer, problems: list[dict], 
                         "prompt": text, "prediction": completion, "extracted": pred, "gold": gold,
                         "correct": correct})
     return records
+
+
+def gold_bpb_records(params, config: ModelConfig, tokenizer, problems: list[dict], shot_pool: list[dict],
+                     split: str, batch_size: int = 8) -> list[dict]:
+    """Bits per byte of each reference solution after the k-shot prompt (OLMo's low-noise signal for
+    small models): -log2 p(" " + answer | prompt) / UTF-8 bytes of " " + answer."""
+    requests, texts = [], []
+    for p in problems:
+        prompt = plain_prompt(p["question"], shot_pool)
+        ctx = encode(tokenizer, prompt)
+        answer = " " + p["answer"]
+        whole = encode(tokenizer, prompt + answer)  # answer tokens as lm-evaluation-harness takes them
+        cont = whole[len(ctx):] if whole[: len(ctx)] == ctx else encode(tokenizer, answer, add_special_tokens=False)
+        requests.append((ctx, [cont]))
+        texts.append((prompt, answer))
+    scores = score_continuations(params, config, requests, batch_size)
+    records = []
+    for p, (prompt, answer), ((lp, n_tokens, _),) in zip(problems, texts, scores):
+        n_bytes = len(answer.encode("utf-8"))
+        records.append({"id": f"gsm8k/{split}/{p['index']}", "index": p["index"], "question": p["question"],
+                        "prompt": prompt, "answer": answer, "nll": -lp, "tokens": n_tokens, "bytes": n_bytes,
+                        "bits_per_byte": -lp / math.log(2) / n_bytes})
+    return records
+
+
+def summarize_bpb(records: list[dict]) -> dict:
+    """{"bits_per_byte" (all answers' bits over all their bytes), "mean_bits_per_byte" (per answer) with its
+    standard error and bootstrap 95% interval, "n", "tokens", "bytes"}."""
+    bits = sum(r["nll"] for r in records) / math.log(2)
+    n_bytes = sum(r["bytes"] for r in records)
+    per = [r["bits_per_byte"] for r in records]
+    idx = bootstrap_resamples(len(per))
+    means = np.asarray(per)[idx].mean(axis=1)
+    return {"bits_per_byte": bits / n_bytes, "mean_bits_per_byte": float(np.mean(per)),
+            "mean_bits_per_byte_se": mean_stderr(per),
+            "mean_bits_per_byte_ci95": [float(x) for x in np.percentile(means, [2.5, 97.5])],
+            "n": len(records), "tokens": sum(r["tokens"] for r in records), "bytes": n_bytes}
 
 
 def summarize(records: list[dict]) -> dict:

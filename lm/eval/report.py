@@ -33,6 +33,15 @@ def markdown_table(result: dict) -> str:
         rows = [("questions / subjects", f"{m['n']} / {m['subjects']}"), ("macro accuracy", _err(m, "macro_acc")),
                 ("micro accuracy", _err(m, "micro_acc")), ("macro acc_norm", _err(m, "macro_acc_norm")),
                 ("micro acc_norm", _err(m, "micro_acc_norm"))]
+    elif task == "gsm8k_bpb":
+        lo, hi = m["mean_bits_per_byte_ci95"]
+        rows = [("reference solutions", str(m["n"])), ("bits per byte (all answers)", f"{m['bits_per_byte']:.4f}"),
+                ("mean bits per byte ± se [95%]",
+                 f"{m['mean_bits_per_byte']:.4f} ± {m['mean_bits_per_byte_se']:.4f} [{lo:.4f}, {hi:.4f}]"),
+                ("answer tokens / bytes", f"{m['tokens']:,} / {m['bytes']:,}")]
+    elif task in ("alpaca_eval", "simple_safety_tests"):
+        rows = [("prompts", str(m["n"])), ("mean output characters", f"{m['mean_output_chars']:.0f}"),
+                ("empty outputs", str(m["empty_outputs"])), ("judge", m["judge"])]
     else:
         rows = [("problems", str(m["n"])), ("exact match", _err(m, "accuracy")),
                 ("answers extracted", f"{m['extracted']} / {m['n']}")]

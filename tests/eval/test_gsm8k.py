@@ -115,3 +115,27 @@ def test_real_gsm8k_files():
         pytest.skip(f"GSM8K not found at {d} (set LM_SHARED_DIR to the shared/ folder)")
     test = load_gsm8k(d / "test.jsonl")
     assert len(test) == 1319 and gold_number(test[0]["answer"]) == "18"
+
+
+def test_gold_answer_bits_per_byte_match_a_full_forward_pass(gsm_dir):
+    import math
+
+    import numpy as np
+
+    from lm.eval.gsm8k import gold_bpb_records, summarize_bpb
+    from tests.eval.test_scoring import _brute
+
+    c = config(context_length=128, sliding_window=0)
+    params, tok = random_params(c, 8), byte_tokenizer()
+    problems, shots = load_gsm8k(gsm_dir / "test.jsonl")[:3], []  # 0-shot: short prompts, one compiled shape
+    records = gold_bpb_records(params, c, tok, problems, shots, "test", batch_size=2)
+    for p, r in zip(problems, records):
+        prompt = plain_prompt(p["question"], shots)
+        answer = " " + p["answer"]
+        nll = -_brute(params, c, tok.encode(prompt), tok.encode(answer))
+        assert r["bytes"] == len(answer.encode()) and r["nll"] == pytest.approx(nll, rel=1e-5)
+        assert r["bits_per_byte"] == pytest.approx(nll / math.log(2) / r["bytes"], rel=1e-5)
+    s = summarize_bpb(records)
+    total = sum(r["nll"] for r in records) / math.log(2) / sum(r["bytes"] for r in records)
+    assert s["bits_per_byte"] == pytest.approx(total) and s["n"] == 3
+    assert s["mean_bits_per_byte"] == pytest.approx(np.mean([r["bits_per_byte"] for r in records]))
