@@ -71,7 +71,9 @@ def provenance(repo: Path = Path(__file__).resolve().parent.parent) -> dict:
             "dirty": None if changed is None else [line[3:] for line in changed.splitlines()],
             "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
                        f"Python {platform.python_version()}",
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            # Wall times depend on what else runs: the 1-minute load average at the start says how much.
+            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def _config_json(config: PipelineConfig) -> dict:
@@ -144,8 +146,9 @@ def format_table(results: list[dict]) -> str:
     for r in results:
         p = r["provenance"]
         dirty = "unknown" if p["dirty"] is None else ("clean" if not p["dirty"] else "dirty: " + ", ".join(p["dirty"]))
+        load = "" if p.get("load") is None else f" at load {p['load']:.1f}"
         prov.append(f"- seed {r['seed']}: commit `{p['commit']}` ({dirty}), {p['machine']}, {p['date']}, "
-                    f"{sum(s['seconds'] for s in r['stages']):.0f} s of training")
+                    f"{sum(s['seconds'] for s in r['stages']):.0f} s of training{load}")
     curves = [f"- seed {r['seed']}: " + ", ".join(f"step {k}: {100 * a:.1f}" for k, a in curve)
               for r in results if (curve := grpo_curve(r))]
     if curves:

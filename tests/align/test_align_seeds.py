@@ -83,17 +83,22 @@ def test_provenance_names_the_commit_and_machine():
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
     assert p["commit"] == head.strip() and isinstance(p["dirty"], list)
     assert " cores, " in p["machine"] and p["date"].endswith("UTC")
+    assert p["load"] is None or p["load"] >= 0
 
 
-# Direction of each stage's change, as the 3-seed table in experiments/results/align.md supports it.
-GRPO_STEPS = 100  # of the default 300, to keep the test near half an hour on a loaded 2-core machine
-GRPO_TOLERANCE = 0.03  # points of accuracy GRPO may lose to SFT: about one standard error on 200 problems
+# Direction of each stage's change, as far as the 3-seed table in experiments/results/align.md supports
+# it. SFT beat pretraining on every seed (+2.5, +24.5, +17.5 points). GRPO did not reliably beat SFT:
+# after 100 steps it was -5.5, +8.0, +10.0 points (seed 0 lost accuracy at every evaluation), so the test
+# only guards against a collapse: the worst seed's loss plus about one standard error on 200 problems.
+GRPO_STEPS = 100  # of the default 300, to keep the test short
+GRPO_TOLERANCE = 0.08
 
 
 @pytest.mark.slow
 def test_sft_beats_pretraining_and_grpo_keeps_sft_accuracy(tmp_path):
-    """Seed 0 of the default pipeline with GRPO cut to 100 steps: SFT beats the pretrained model on
-    the 200 held-out problems, and GRPO does not fall more than GRPO_TOLERANCE below SFT."""
+    """Seed 0 of the default pipeline with GRPO cut to 100 steps (~25 minutes on 2 loaded cores): SFT
+    beats the pretrained model on the 200 held-out problems, and GRPO does not fall more than
+    GRPO_TOLERANCE below SFT."""
     g = PipelineConfig().grpo
     config = PipelineConfig(out=str(tmp_path), sampled_draws=1,
                             grpo=dataclasses.replace(g, train=dataclasses.replace(g.train, steps=GRPO_STEPS)))
