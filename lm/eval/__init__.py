@@ -27,6 +27,6 @@ from lm.eval.report import markdown_table, write_results
 from lm.eval.scoring import score_continuations, window_nll
 from lm.eval.stats import accuracy_summary, paired_difference
 
-__all__ = ["Choice", "accuracy_summary", "paired_difference", "default_eval_data_dir", "evaluate_choices", "evaluate_gsm8k", "evaluate_mmlu", "load_gsm8k",
-           "load_mmlu", "markdown_table", "mmlu_examples", "perplexity", "score_continuations", "shared_dir",
-           "sliding_windows", "window_nll", "write_results"]
+__all__ = ["Choice", "accuracy_summary", "default_eval_data_dir", "evaluate_choices", "evaluate_gsm8k",
+           "evaluate_mmlu", "load_gsm8k", "load_mmlu", "markdown_table", "mmlu_examples", "paired_difference",
+           "perplexity", "score_continuations", "shared_dir", "sliding_windows", "window_nll", "write_results"]

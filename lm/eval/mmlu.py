@@ -141,7 +141,8 @@ def mmlu_examples(mmlu_dir: str | Path, split: str = "val", shots: int = 5, fmt:
             if len(dev[q.subject]) < shots:
                 raise ValueError(f"subject {q.subject!r} has only {len(dev[q.subject])} dev questions; "
                                  f"use --shots {len(dev[q.subject])} or fewer")
-        shot_qs = dev[q.subject][:shots] if split != "dev" else [s for s in dev[q.subject] if s.index != q.index][:shots]
+        pool = dev[q.subject] if split != "dev" else [s for s in dev[q.subject] if s.index != q.index]
+        shot_qs = pool[:shots]
         choices = tuple(f" {x}" for x in (LETTERS if fmt == "letter" else q.options))
         shared, own = prompt_parts(q, shot_qs, fmt)
         out.append(Choice(shared + own, choices, q.answer, shared=shared,

@@ -48,7 +48,8 @@ def markdown_table(result: dict) -> str:
     c = m.get("contamination")
     if c:
         rows += [(f"contaminated ({c['n_gram']}-gram in training data)",
-                  f"{c['contaminated']} / {c['examples']} ({_pct(c['fraction'])}; {c['too_short']} too short to check)"),
+                  f"{c['contaminated']} / {c['examples']} ({_pct(c['fraction'])}; "
+                  f"{c['too_short']} too short to check)"),
                  ("clean-subset accuracy", _err(c, "clean_acc") if c["clean_acc"] is not None else "-"),
                  ("contaminated-subset accuracy", _pct(c["contaminated_acc"]))]
     lines = [head, "", "| metric | value (± standard error [bootstrap 95% interval]) |", "|---|---:|",

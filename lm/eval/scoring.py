@@ -158,7 +158,8 @@ def _score_choices(params, segments, last, ctx_len, cont, cont_len, *, config: M
 
 def _compiler_options() -> dict | None:
     """No YNNPACK fusion, on CPU, for the jaxlib versions `lm.xla_flags` knows; else None."""
-    if jax.default_backend() != "cpu" or "xla_cpu_experimental_ynn_fusion_type" not in default_flags(metadata.version("jaxlib")):
+    known = default_flags(metadata.version("jaxlib"))
+    if jax.default_backend() != "cpu" or "xla_cpu_experimental_ynn_fusion_type" not in known:
         return None
     return {"xla_cpu_experimental_ynn_fusion_type": _YNN_FUSION}
 

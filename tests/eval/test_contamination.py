@@ -43,7 +43,8 @@ def test_planted_questions_are_recovered_exactly(tmp_path, monkeypatch):
     assert (r["contaminated"], r["examples"], r["too_short"]) == (5, 21, 1) and r["fraction"] == 5 / 21
     assert r["contaminated_acc"] == 4 / 5 and r["clean_n"] == 16 and r["clean_acc"] == 6 / 16  # odd ids: 1 5 11 17
     # The index is the same one lm.data.ngrams builds from the decoded documents, and it is cached.
-    docs = [tok.decode([int(t) for t in d]) for f in files for d in np.split(np.load(f), np.flatnonzero(np.load(f) == EOT))]
+    arrays = [np.load(f) for f in files]
+    docs = [tok.decode([int(t) for t in d]) for a in arrays for d in np.split(a, np.flatnonzero(a == EOT))]
     direct = ngrams.NgramIndex.build(ngrams.text_ngram_hashes(d.replace("<|endoftext|>", ""), 13) for d in docs)
     assert np.array_equal(index.hashes, direct.hashes)
     monkeypatch.setattr(ngrams.NgramIndex, "build", lambda *a, **k: pytest.fail("index rebuilt"))
