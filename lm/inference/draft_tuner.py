@@ -26,7 +26,7 @@ import dataclasses
 class DraftTuner:
     ks: tuple[int, ...] = (1, 2, 3, 4, 6, 8)  # draft lengths it may use
     plain_segment: int = 32  # tokens per plain segment (between decisions)
-    probe_rounds: int = 4  # rounds per probe of a draft length
+    probe_rounds: int = 3  # rounds per probe of a draft length
     reprobe_after: int = 64  # plain tokens before speculation is tried again (doubles after each losing probe)
     plain_time: float = 0.0
     plain_tokens: int = 0

@@ -263,17 +263,18 @@ def _catch_up(dparams, dcache: KVCache, tokens, positions, valid, n, *, dcfg: Mo
 
 def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner: DraftTuner, stats: dict):
     """Decode in segments, each plain or speculative with the tuner's draft length; yields new tokens per
-    segment and leaves rounds / accepted / proposed / history in `stats`. A mode's first segment is one step
-    (or round) and untimed, so compiling never counts as its cost."""
+    segment and leaves rounds / accepted / proposed / history in `stats`. A mode's first segment in this call is
+    one step (or round) and untimed, so compiling never counts as its cost."""
     _check(tcfg, dcfg, "auto")
     s = start(tparams, tcfg, dparams, dcfg, prompt, sampling, max(tuner.ks))
     width = int(s.target.length)  # slots before the prompt's last token; slot width + j holds token j below
     static = dataclasses.replace(sampling, seed=0)
-    warm, seen, proposed = set(), 0, 0
-    prev = jax.device_get((s.count, s.rounds, s.accepted, s.rejected))
+    stops = np.asarray(sampling.stop_ids, np.int64)
+    warm, seen, proposed, draft_len = set(), 0, 0, width
+    prev = np.zeros(4, np.int64)  # count, rounds, accepted, rejected
     while True:
         k = tuner.choose()
-        if k and int(s.draft.length) < int(s.target.length):
+        if k and draft_len < width + int(prev[0]):
             s = s._replace(draft=_draft_caught_up(dparams, dcfg, s, prompt, width))
         t0 = time.perf_counter()
         if k == 0:
@@ -281,10 +282,12 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
         else:
             n = tuner.rounds_for(k) if k in warm else 1
             s = _rounds(tparams, dparams, s, jnp.int32(n), tcfg=tcfg, dcfg=dcfg, sampling=static, k=k)
-        now = jax.device_get((s.count, s.rounds, s.accepted, s.rejected))
+        # One transfer per segment: everything the host needs.
+        out, now, stopped, limit, draft_len = jax.device_get(
+            (s.out, jnp.stack([s.count, s.rounds, s.accepted, s.rejected]), s.stopped, s.limit, s.draft.length))
         seconds = time.perf_counter() - t0
-        count, rounds, accepted, rejected = (int(a) - int(b) for a, b in zip(now, prev))
-        prev = now
+        count, rounds, accepted, rejected = (int(x) for x in now - prev)
+        prev, draft_len = now.astype(np.int64), int(draft_len)
         proposed += k * rounds
         if k in warm:
             if k == 0:
@@ -292,12 +295,14 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
             else:
                 tuner.observe_rounds(k, seconds, rounds, accepted, rejected)
         warm.add(k)
-        out, length = jax.device_get((s.out, _length(s, sampling)))
-        if int(length) > seen:
-            yield out[seen:int(length)].tolist()
-            seen = int(length)
-        if bool(s.stopped) or int(s.count) >= int(s.limit):
-            stats.update(rounds=int(s.rounds), accepted=int(s.accepted), proposed=proposed, history=tuner.history)
+        end = min(int(prev[0]), int(limit))
+        hit = np.flatnonzero(np.isin(out[:end], stops)) if len(stops) else []
+        length = int(hit[0]) if len(hit) else end
+        if length > seen:
+            yield out[seen:length].tolist()
+            seen = length
+        if bool(stopped) or int(prev[0]) >= int(limit):
+            stats.update(rounds=int(prev[1]), accepted=int(prev[2]), proposed=proposed, history=tuner.history)
             return
 
 
