@@ -293,7 +293,7 @@ class Engine:
             rows.append(slot)
         n = [min(len(self.requests[s].prompt) - int(self.prefilled[s]), e.prefill_chunk) for s in rows]
         width = _bucket(max(n), e.prefill_chunk, least=min(8, e.prefill_chunk))
-        r = e.prefill_rows
+        r = _bucket(len(rows), e.prefill_rows)  # padding rows cost a whole row of compute each
         table = np.zeros((r, self.max_pages), np.int32)
         start, n_new, tokens = np.zeros(r, np.int32), np.zeros(r, np.int32), np.zeros((r, width), np.int32)
         idx = np.zeros(r, np.int64)  # padding rows read slot 0's settings and write nothing
