@@ -8,7 +8,9 @@ Modules: `cache` (KVCache, extend), `sampling`, `generate` (batched, left-padded
 `speculative` (draft-and-verify), `load` (a run directory -> params, config, tokenizer), `segments`
 (the layer-scanned pass over key/value segments that the evaluation scorer uses), `naive` (the
 no-cache reference sampler), and the serving engine: `paged` (a paged KV cache), `pages` (free list,
-refcounts, prefix sharing by block hash), `request` and `engine` (continuous batching).
+refcounts, prefix sharing by block hash), `request` and `engine` (continuous batching), `server`
+(the OpenAI-compatible HTTP API, `experiments.serve`; needs the `serve` extra), and `draft_tuner`
+(speculative decoding's `k="auto"`).
 
     engine = Engine(params, config, EngineConfig(slots=8), tokenizer=tokenizer)
     done = engine.generate([Request(ids, SamplingConfig(temperature=0.7, seed=i)) for i in range(8)])
