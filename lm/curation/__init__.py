@@ -7,8 +7,8 @@ harmful (load_harmful_classifier, harmful_filter), gopher (gopher_filter), repet
 (train_quality_classifier, quality_score), decontaminate (build_benchmark_indexes, contamination),
 exact_dedup (exact_line_dedup), minhash / lsh / near_dedup (minhash_signatures, fuzzy_dedup) and
 disk_lsh (the same buckets streamed from sorted shard files), canaries, resume (completion markers),
-pipeline (run_curation), tokens (tokenize_documents). The optional packages (`pip install -e '.[curation]'`) are imported only
-when a stage runs, so `import lm.curation` always works.
+pipeline (run_curation), tokens (tokenize_documents). The optional packages (`pip install -e '.[curation]'`)
+are imported only when a stage runs, so `import lm.curation` always works.
 
 No submodule shares a name with an export: importing a submodule binds its name on the package,
 which would shadow the lazy export (`from lm.curation import fuzzy_dedup` must give the function).
