@@ -23,12 +23,12 @@ pipeline.png (with GRPO's reward, accuracy and KL curves). From a notebook:
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from lm.cli_env import prepare_process
 from lm.align.config import GRPOConfig, SFTConfig, fine_tuning
 from lm.config import check_positive, cli
 from lm.model import ModelConfig
@@ -201,5 +201,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

@@ -17,11 +17,11 @@ held-out pairs. From a notebook:
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 
 from experiments.sft import report
+from lm.cli_env import prepare_process
 from lm.align.config import DPOConfig
 from lm.align.run import AlignRun, prepare
 from lm.config import check_positive, cli, to_dict
@@ -95,5 +95,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

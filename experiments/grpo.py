@@ -16,10 +16,10 @@ fraction, accuracy), grpo.png, summary.json, samples.json, run.json and (with
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 
+from lm.cli_env import prepare_process
 from lm.align.config import GRPOConfig
 from lm.align.run import AlignRun, prepare
 from lm.config import cli, to_dict
@@ -61,5 +61,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from lm.cli_env import prepare_process
 from lm.config import cli, format_config, to_dict
 from lm.config import parse_config as parse_flags
 from lm.model import ModelConfig, get_preset
@@ -266,5 +267,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

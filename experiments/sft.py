@@ -19,10 +19,10 @@ checkpoints that experiments.grpo and experiments.generate can load. From a note
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 
+from lm.cli_env import prepare_process
 from lm.align.config import SFTConfig
 from lm.align.run import AlignRun, prepare
 from lm.config import check_positive, cli, to_dict
@@ -77,5 +77,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())
