@@ -86,23 +86,29 @@ def test_provenance_names_the_commit_and_machine():
     assert p["load"] is None or p["load"] >= 0
 
 
-# Direction of each stage's change, as far as the 3-seed table in experiments/results/align.md supports
-# it. SFT beat pretraining on every seed (+2.5, +24.5, +17.5 points). GRPO did not reliably beat SFT:
-# after 100 steps it was -5.5, +8.0, +10.0 points (seed 0 lost accuracy at every evaluation), so the test
-# only guards against a collapse: the worst seed's loss plus about one standard error on 200 problems.
+# Direction of each stage's change, as far as the 3-seed table in experiments/results/align.md
+# supports it. SFT beat pretraining on every seed there (+2.5, +24.5, +17.5 points); GRPO after 100
+# steps was -5.5, +8.0, +10.0 points from SFT, so GRPO beating SFT is not a claim the seeds support.
+# Seed 0's changes are noise: rerun on a later tree (losses equal to the table's run to ~6 digits) it
+# gave 12.5 -> 12.0, SFT below pretraining. Seed 1 rerun gave 3.0 -> 19.0 -> 24.0 (table: 8.0 -> 32.5
+# -> 40.5). So this test runs seed 1 and asks SFT for a third of its table gain (+24.5, about 5
+# standard errors of a difference); GRPO may lose at most about one standard error, since across
+# seeds it went either way.
+SEED = 1
 GRPO_STEPS = 100  # of the default 300, to keep the test short
-GRPO_TOLERANCE = 0.08
+SFT_MIN_GAIN = 0.08
+GRPO_TOLERANCE = 0.03
 
 
 @pytest.mark.slow
 def test_sft_beats_pretraining_and_grpo_keeps_sft_accuracy(tmp_path):
-    """Seed 0 of the default pipeline with GRPO cut to 100 steps (~25 minutes on 2 loaded cores): SFT
-    beats the pretrained model on the 200 held-out problems, and GRPO does not fall more than
-    GRPO_TOLERANCE below SFT."""
+    """Seed 1 of the default pipeline with GRPO cut to 100 steps (~9 minutes on 2 loaded cores): SFT
+    gains at least SFT_MIN_GAIN over the pretrained model on the 200 held-out problems, and GRPO does
+    not fall more than GRPO_TOLERANCE below SFT."""
     g = PipelineConfig().grpo
-    config = PipelineConfig(out=str(tmp_path), sampled_draws=1,
+    config = PipelineConfig(out=str(tmp_path), sampled_draws=1, seed=SEED,
                             grpo=dataclasses.replace(g, train=dataclasses.replace(g.train, steps=GRPO_STEPS)))
     acc = {s["name"]: s["accuracy"] for s in run_pipeline(config, progress=False)["stages"]}
     print("held-out greedy accuracy per stage:", acc)
-    assert acc["SFT"] > acc["pretrained"], acc
+    assert acc["SFT"] >= acc["pretrained"] + SFT_MIN_GAIN, acc
     assert acc["GRPO"] >= acc["SFT"] - GRPO_TOLERANCE, acc
