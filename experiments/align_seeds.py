@@ -10,7 +10,8 @@ its stages, the pipeline config, and the commit, dirty state, machine and date i
 whose result.json exists under the same pipeline config is not run again; one under another
 config is refused. The table states the commits and machines of the seeds it reads. A claim that
 a stage improves on the one before must hold for the paired per-seed differences, so those get
-intervals too.
+intervals too. Compare seeds run under the same XLA_FLAGS: lm's default CPU fusion flag
+(lm.cli_env.prepare_process, which main applies) moves single runs by several points.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from scipy import stats
 
 from experiments.align_arithmetic import PipelineConfig, run_pipeline
+from lm.cli_env import prepare_process
 from lm.config import cli
 from lm.train.files import atomic_write_json
 
@@ -73,7 +75,9 @@ def provenance(repo: Path = Path(__file__).resolve().parent.parent) -> dict:
                        f"Python {platform.python_version()}",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             # Wall times depend on what else runs: the 1-minute load average at the start says how much.
-            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            # XLA's CPU fusion flags change results in the 7th digit, which training grows into points.
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def _config_json(config: PipelineConfig) -> dict:
@@ -147,6 +151,8 @@ def format_table(results: list[dict]) -> str:
         p = r["provenance"]
         dirty = "unknown" if p["dirty"] is None else ("clean" if not p["dirty"] else "dirty: " + ", ".join(p["dirty"]))
         load = "" if p.get("load") is None else f" at load {p['load']:.1f}"
+        if "xla_flags" in p:
+            load += f", XLA_FLAGS={p['xla_flags'] or '(unset)'}"
         prov.append(f"- seed {r['seed']}: commit `{p['commit']}` ({dirty}), {p['machine']}, {p['date']}, "
                     f"{sum(s['seconds'] for s in r['stages']):.0f} s of training{load}")
     curves = [f"- seed {r['seed']}: " + ", ".join(f"step {k}: {100 * a:.1f}" for k, a in curve)
@@ -185,5 +191,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prepare_process()
     sys.exit(main())

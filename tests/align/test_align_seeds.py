@@ -4,6 +4,7 @@ finished seeds, and (slow) the direction of each stage's change on one seed."""
 import dataclasses
 import json
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def test_provenance_names_the_commit_and_machine():
     assert p["commit"] == head.strip() and isinstance(p["dirty"], list)
     assert " cores, " in p["machine"] and p["date"].endswith("UTC")
     assert p["load"] is None or p["load"] >= 0
+    assert p["xla_flags"] == os.environ.get("XLA_FLAGS", "")
 
 
 # Direction of each stage's change, as far as the 3-seed table in experiments/results/align.md
