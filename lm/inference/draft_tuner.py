@@ -92,6 +92,13 @@ class DraftTuner:
         self.history.append(k)
         return k
 
+    def plain_steps(self) -> int:
+        """Tokens to decode plainly before the next decision: a measuring segment, or all of them until the
+        next probe is due (every decision costs a round trip to the host)."""
+        if not self.plain_tokens or self.since_probe is None:
+            return self.plain_segment
+        return max(self.plain_segment, self.backoff - self.since_probe)
+
     def rounds_for(self, k: int) -> int:
         """Rounds to run in one segment of length k: a probe, or about a plain segment's worth of tokens."""
         if not self.rounds.get(k):

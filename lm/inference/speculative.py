@@ -278,7 +278,7 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
             s = s._replace(draft=_draft_caught_up(dparams, dcfg, s, prompt, width))
         t0 = time.perf_counter()
         if k == 0:
-            s = _plain(tparams, s, jnp.int32(tuner.plain_segment if 0 in warm else 1), tcfg=tcfg, sampling=static)
+            s = _plain(tparams, s, jnp.int32(tuner.plain_steps() if 0 in warm else 1), tcfg=tcfg, sampling=static)
         else:
             n = tuner.rounds_for(k) if k in warm else 1
             s = _rounds(tparams, dparams, s, jnp.int32(n), tcfg=tcfg, dcfg=dcfg, sampling=static, k=k)
