@@ -41,7 +41,7 @@ def load_records(folder: str | Path) -> tuple[dict, dict[str, dict]]:
             raise FileNotFoundError(f"{folder / name} not found: give folders written by `python -m experiments.eval`")
     summary = json.loads((folder / "results.json").read_text())
     records = {}
-    for line in (folder / "records.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in (folder / "records.jsonl").read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 in text
         if line.strip():
             r = json.loads(line)
             records[example_id(r)] = r

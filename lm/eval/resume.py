@@ -49,7 +49,7 @@ class RecordLog:
         self.path = Path(path)
         self.records: dict[str, dict] = {}
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            for line in self.path.read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 in text
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:  # the line a killed run was writing
