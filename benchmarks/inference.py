@@ -27,22 +27,21 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.results import machine_description, markdown_table, write_section
+from lm.cli_env import prepare_process
+from lm.inference.draft_tuner import DraftTuner
+from lm.inference.engine import Engine, EngineConfig
+from lm.inference.generate import decode, generate_ids, start, stream_ids
+from lm.inference.request import Request
+from lm.inference.naive import sample_naive
+from lm.inference.sampling import SamplingConfig
+from lm.model import forward, get_preset, init
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from benchmarks.results import machine_description, markdown_table, write_section  # noqa: E402
-from lm.inference.draft_tuner import DraftTuner  # noqa: E402
-from lm.inference.engine import Engine, EngineConfig  # noqa: E402
-from lm.inference.generate import decode, generate_ids, start, stream_ids  # noqa: E402
-from lm.inference.request import Request  # noqa: E402
-from lm.inference.naive import sample_naive  # noqa: E402
-from lm.inference.sampling import SamplingConfig  # noqa: E402
-from lm.model import forward, get_preset, init  # noqa: E402
 
 PROMPT_LEN, NEW_TOKENS, BATCHES = 128, 256, (1, 8)
 TARGET_DECODE_VS_TORCH = 1.5
@@ -276,7 +275,8 @@ def engine_table(repeats: int, new_tokens: int, naive_tokens: int, bandwidth: fl
             f"parameter, {decode_bytes_per_token(params, config, 0) / 1e6:.1f} MB, plus the keys and values of the "
             f"{new_tokens // 2} cached tokens of an average step) times tokens/s, over the measured memory bandwidth "
             f"({bandwidth / 1e9:.1f} GB/s, a large NumPy copy); the weights nearly fit this CPU's L3 cache, so "
-            f"reading them can run faster than memory, and an MBU over 100% says they mostly came from cache.\n\n{table}\n")
+            f"reading them can run faster than memory, and an MBU over 100% says they mostly came from cache."
+            f"\n\n{table}\n")
     return text, {"results": res, "max_diff": max_diff}
 
 
@@ -440,7 +440,8 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
         t_plain, t_draft = times["plain"], times["draft"]
         step_s = t_plain / n_tokens
         rows.append([temp, "-", "-", f"{n_tokens / t_plain:,.0f}", "1.00x", "1", "1.00", "-"])
-        print(f"T={temp}: plain {n_tokens / t_plain:,.0f} tok/s, draft alone {n_tokens / t_draft:,.0f} tok/s", flush=True)
+        print(f"T={temp}: plain {n_tokens / t_plain:,.0f} tok/s, draft alone {n_tokens / t_draft:,.0f} tok/s",
+              flush=True)
         for k in ks:
             t = times[k]
             n = sum(int(x[0]) for x in stats[k])
@@ -674,4 +675,5 @@ def _commit() -> str:
 
 
 if __name__ == "__main__":
+    prepare_process()
     sys.exit(main())

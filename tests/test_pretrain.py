@@ -75,6 +75,7 @@ def test_importable_and_returns_history(text_file, tmp_path):
     assert result["history"] and result["val_loss"] is not None and result["run_dir"].endswith("stories-tiny")
 
 
+@pytest.mark.slow  # two CLI runs; document masking itself is tested in tests/model/test_documents.py
 def test_documents_are_split_at_the_tokenizers_end_of_text(text_file, tmp_path, capsys):
     """The default job trains with document masking whenever its tokenizer has <|endoftext|>."""
     args = ["--data", str(text_file), "--out", str(tmp_path / "runs"), "--name", "docs", *TINY]
@@ -104,6 +105,7 @@ def test_bad_input_is_reported(tmp_path, capsys):
     assert "train.npy" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a 60-step run on the embedded corpus; tests/train/test_loop.py's learning test stays default
 def test_loss_decreases_on_the_embedded_corpus(tmp_path):
     """Real English (the stdlib docs the default job uses): held-out loss falls well below uniform."""
     import math

@@ -81,6 +81,7 @@ def test_grpo_step_raises_rewarded_log_probs(loss_type):
         assert float(m["clip_fraction"]) > 0  # by the third pass the ratio has left [0.8, 1.2]
 
 
+@pytest.mark.slow  # a multi-step GRPO run (about 2 min here); the k3 term is unit-tested in test_pg_options
 def test_kl_penalty_pulls_back_toward_the_reference():
     b, rewards = _synthetic_batch("grpo_clip")
     params = tiny.params()

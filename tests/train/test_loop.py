@@ -59,7 +59,8 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-5)
 
 
-@pytest.mark.parametrize("tied", [False, True])
+# Tied embeddings run only with -m slow: test_loss.py checks the fused loss against full logits tied and untied.
+@pytest.mark.parametrize("tied", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_fused_loss_trains_like_full_logits(tmp_path, tied):
     model = dataclasses.replace(MODEL, tie_embeddings=tied)
     data = _data()
