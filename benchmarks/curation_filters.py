@@ -8,7 +8,6 @@ are the same.
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +21,7 @@ def main(argv=None) -> int:
     from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherRepetitionFilter
 
     from benchmarks.curation_pii import english_pages
-    from benchmarks.results import machine_description, markdown_table, write_section
+    from benchmarks.results import machine_description, markdown_table, write_section, commit as results_commit
     from lm.curation.c4 import c4_filter
     from lm.curation.fineweb import fineweb_filter
     from lm.curation.repetition import repetition_filter
@@ -52,8 +51,7 @@ def main(argv=None) -> int:
                             "agreement", "same kept lines"], rows)
     print(table)
     if a.write:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
+        commit = results_commit()
         write_section("curation_filters", f"## Curation: filters against datatrove's (`python benchmarks/"
                       f"curation_filters.py --write`)\nCommit {commit}, {machine_description()}. The {len(pages)} "
                       "English Debian documentation pages (python3.11-doc, debian-handbook en-US, "

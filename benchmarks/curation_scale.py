@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/debian-curated-scale")
     p.add_argument("--write", action="store_true")
     a = p.parse_args(argv)
-    from benchmarks.results import machine_description, write_section
+    from benchmarks.results import machine_description, write_section, commit as results_commit
     from benchmarks.warc_fixtures import build_debian_warcs
     from lm.curation.config import CurationConfig
     from lm.curation.pipeline import run_curation
@@ -58,8 +57,7 @@ def main(argv=None) -> int:
     print(body)
     print(f"\n{secs:.0f} s")
     if a.write:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
+        commit = results_commit()
         write_section("curation_scale", f"## Curation at scale: new stages, decontamination, canaries "
                       f"(`python benchmarks/curation_scale.py --write`)\nCommit {commit}, {machine_description()} "
                       f"(shared with other jobs), {a.workers} worker processes, {secs:.0f} s. {pages:,} Debian "

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.results import commit as results_commit
 from benchmarks.results import machine_description, markdown_table, write_section
 from lm.cli_env import prepare_process
 from lm.inference.draft_tuner import DraftTuner
@@ -591,7 +592,7 @@ def main(argv=None) -> int:
     header = (f"Machine: {machine_description()}, jax {jax.__version__}, torch {_torch_version()}. Best of {repeats} "
               f"interleaved runs after a compiling warm-up; 1-minute load average at the start "
               f"{os.getloadavg()[0]:.1f} (other jobs shared the cores, so absolute speeds are noisy; methods in one "
-              f"table ran interleaved). Commit {_commit()}.\n")
+              f"table ran interleaved). Commit {results_commit()}.\n")
     parts = []
 
     def emit(section: str, title: str, text: str) -> None:
@@ -665,13 +666,6 @@ def main(argv=None) -> int:
 
 def met_auto(ratios: dict) -> str:
     return "met" if min(ratios.values()) >= TARGET_AUTO_VS_PLAIN else "not met"
-
-
-def _commit() -> str:
-    import subprocess
-
-    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

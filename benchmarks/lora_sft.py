@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.results import machine_description, markdown_table, write_section
+from benchmarks.results import machine_description, markdown_table, write_section, commit as results_commit
 from lm.align.data import tokenize_pairs
 from lm.align.evaluate import evaluate_task
 from lm.align.sft import sft_loss
@@ -141,8 +140,7 @@ def main() -> None:
     print(table)
     if args.quick:
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
+    commit = results_commit()
     body = (f"## LoRA vs full SFT (`python -m benchmarks.lora_sft`)\n\nCommit {commit}; {machine_description()}; "
             f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (shared machine). The `tiny` "
             f"preset ({param_count(base):,} parameters, byte vocabulary, context 64) after {base_steps} full SFT steps "

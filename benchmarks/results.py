@@ -26,6 +26,14 @@ def machine_description() -> str:
     return f"{cpu}, {cores} cores, Python {platform.python_version()}"
 
 
+def commit() -> str:
+    """The checked-out commit (short hash, "+dirty" when the tree has changes), or "unknown" outside git."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(RESULTS.parent), *args], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD")
+    return (head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if head else "unknown"
+
+
 def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section delimited by markers for `name`."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

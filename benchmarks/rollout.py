@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import jax
 
-from benchmarks.results import machine_description, markdown_table, write_section
+from benchmarks.results import machine_description, markdown_table, write_section, commit as results_commit
 from lm.align.rollout import rollout
 from lm.align.tasks import ARITHMETIC, task_problems
 from lm.cli_env import prepare_process
@@ -140,8 +139,7 @@ def main() -> None:
     print(table)
     if args.quick:
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
+    commit = results_commit()
     body = (f"## GRPO rollouts: prefill once per prompt (`python -m benchmarks.rollout`)\n\n"
             f"Commit {commit}; {machine_description()}; interleaved repeats after a compiling one, random weights "
             "(except the checkpoint's row), the same samples on both paths (checked every repeat). "
