@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.inference.generate import check_prompt
 from lm.inference.pages import PageTable, block_keys
 from lm.inference.paged import init_pool, paged_extend, pages_for
 from lm.inference.request import Request
@@ -154,15 +155,7 @@ class Engine:
     # ------------------------------------------------------------- any thread
     def check(self, req: Request) -> None:
         """A ValueError saying what is wrong with `req` for this model, if anything."""
-        c, p = self.config, req.prompt
-        if not p:
-            raise ValueError("the prompt is empty; give at least one token")
-        if len(p) > c.context_length:
-            raise ValueError(f"the prompt has {len(p)} tokens, longer than the model's context_length="
-                             f"{c.context_length}; shorten it")
-        bad = [t for t in p if not 0 <= t < c.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is outside the vocabulary [0, {c.vocab_size})")
+        check_prompt(req.prompt, self.config)
         n_stop = len(set(self.stop_ids) | set(req.sampling.stop_ids))
         if n_stop > self.engine.max_stop_ids:
             raise ValueError(f"{n_stop} stop ids, more than EngineConfig.max_stop_ids={self.engine.max_stop_ids}")

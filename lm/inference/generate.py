@@ -51,19 +51,21 @@ def check_prompts(prompts: Sequence[Sequence[int]], config: ModelConfig) -> list
     """The prompts as lists of ints, or a ValueError naming the bad one."""
     if isinstance(prompts, (str, bytes)) or not len(prompts):
         raise ValueError("give a non-empty list of prompts (each a list of token ids)")
-    out = []
-    for i, p in enumerate(prompts):
-        p = [int(t) for t in p]
-        if not p:
-            raise ValueError(f"prompt {i} is empty; give at least one token")
-        if len(p) > config.context_length:
-            raise ValueError(f"prompt {i} has {len(p)} tokens, longer than the model's context_length="
-                             f"{config.context_length}; shorten it")
-        bad = [t for t in p if not 0 <= t < config.vocab_size]
-        if bad:
-            raise ValueError(f"prompt {i} has token id {bad[0]} outside the vocabulary [0, {config.vocab_size})")
-        out.append(p)
-    return out
+    return [check_prompt(p, config, f"prompt {i}") for i, p in enumerate(prompts)]
+
+
+def check_prompt(prompt: Sequence[int], config: ModelConfig, name: str = "the prompt") -> list[int]:
+    """One prompt as a list of ints, or a ValueError saying what is wrong with it for this model."""
+    p = [int(t) for t in prompt]
+    if not p:
+        raise ValueError(f"{name} is empty; give at least one token")
+    if len(p) > config.context_length:
+        raise ValueError(f"{name} has {len(p)} tokens, longer than the model's context_length="
+                         f"{config.context_length}; shorten it")
+    bad = [t for t in p if not 0 <= t < config.vocab_size]
+    if bad:
+        raise ValueError(f"{name} has token id {bad[0]} outside the vocabulary [0, {config.vocab_size})")
+    return p
 
 
 def left_pad(prompts: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
