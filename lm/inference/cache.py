@@ -49,6 +49,13 @@ def init_cache(config: ModelConfig, batch: int, max_len: int) -> KVCache:
                    jnp.zeros((batch, max_len), bool), jnp.zeros([], jnp.int32))
 
 
+def repeat_rows(cache: KVCache, repeats: int) -> KVCache:
+    """Each row of a KV cache (stacked layout: k, v [layers, batch, kv_heads, max_len, head_dim]) copied
+    `repeats` times in place: row i becomes rows i * repeats ... i * repeats + repeats - 1."""
+    return KVCache(jnp.repeat(cache.k, repeats, axis=1), jnp.repeat(cache.v, repeats, axis=1),
+                   jnp.repeat(cache.pos, repeats, axis=0), jnp.repeat(cache.valid, repeats, axis=0), cache.length)
+
+
 def rewind(cache: KVCache, length: jax.Array) -> KVCache:
     """Forget every slot from `length` on (they are overwritten by the next `extend`)."""
     return cache._replace(length=jnp.asarray(length, jnp.int32))

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.inference.cache import KVCache, extend, init_cache
+from lm.inference.cache import KVCache, extend, init_cache, repeat_rows
 from lm.inference.sampling import SamplingConfig, is_stop, sample
 from lm.model import ModelConfig
 
@@ -84,14 +84,21 @@ def _record(s: DecodeState, tok: jax.Array, sampling: SamplingConfig) -> DecodeS
     return s._replace(token=tok, out=out, lengths=lengths, done=done, step=s.step + 1)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "n_max"))
-def _start(params, tokens, prompt_lengths, key, *, config: ModelConfig, sampling: SamplingConfig, n_max: int):
-    b, width = tokens.shape
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "n_max", "group_size"))
+def _start(params, tokens, prompt_lengths, key, *, config: ModelConfig, sampling: SamplingConfig, n_max: int,
+           group_size: int = 1):
+    """Prefill the prompts and sample each row's first token. With group_size G > 1 each prompt is
+    prefilled once and its cache and last logits copied into G consecutive rows (GRPO's samples)."""
+    n, width = tokens.shape
     offset = width - prompt_lengths[:, None]
     cols = jnp.arange(width)[None, :]
     positions, valid = jnp.maximum(cols - offset, 0), cols >= offset
-    cache = init_cache(config, b, width + n_max - 1)
+    cache = init_cache(config, n, width + n_max - 1)
     logits, cache = extend(params, config, cache, tokens, positions, valid, fresh=True, last_only=True)
+    if group_size > 1:
+        cache, logits = repeat_rows(cache, group_size), jnp.repeat(logits, group_size, axis=0)
+        prompt_lengths = jnp.repeat(prompt_lengths, group_size)
+    b = n * group_size
     key, sub = jax.random.split(key)
     limits = jnp.minimum(n_max, config.context_length - prompt_lengths + 1)
     s = DecodeState(cache, jnp.zeros(b, jnp.int32), jnp.full((b, n_max), PAD, jnp.int32), jnp.zeros(b, jnp.int32),
@@ -116,14 +123,16 @@ def _decode(params, state: DecodeState, steps, *, config: ModelConfig, sampling:
     return jax.lax.while_loop(lambda s: (s.step < limit) & ~jnp.all(s.done), body, state)
 
 
-def start(params, config: ModelConfig, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> DecodeState:
-    """Prefill the left-padded prompts and sample each row's first token."""
+def start(params, config: ModelConfig, prompts: Sequence[Sequence[int]], sampling: SamplingConfig,
+          group_size: int = 1) -> DecodeState:
+    """Prefill the left-padded prompts and sample each row's first token; with group_size G, each prompt
+    is prefilled once and decodes as G consecutive rows (rows grouped by prompt)."""
     prompts = check_prompts(prompts, config)
     width = -(-max(map(len, prompts)) // PROMPT_BUCKET) * PROMPT_BUCKET
     tokens, lengths = left_pad(prompts, width)
     n_max = min(sampling.max_new_tokens, config.context_length)  # no row gets more; one shape for all prompts
     return _start(params, jnp.asarray(tokens), jnp.asarray(lengths), jax.random.PRNGKey(sampling.seed),
-                  config=config, sampling=_static(sampling), n_max=n_max)
+                  config=config, sampling=_static(sampling), n_max=n_max, group_size=group_size)
 
 
 def decode(params, config: ModelConfig, state: DecodeState, sampling: SamplingConfig, steps: int | None = None):
