@@ -330,9 +330,12 @@ def evaluate(config: EvalConfig, model=None, out_dir: str | Path | None = None, 
         if config.train_tokens:
             metrics["contamination"] = _contamination(config, tokenizer, records)
     seconds = time.perf_counter() - t0
+    # How many records this run computed, and how many it took from an earlier (killed) run's log.
+    computed = log.appended if log is not None else len(records)
     return {"task": config.task, "model": config.model_name, "model_fingerprint": fp, "split": split,
             "metrics": metrics, "config": to_dict(config), "model_config": to_dict(model_config),
-            "seconds": seconds, "jax": jax.__version__, "device": str(jax.devices()[0]), "records": records}
+            "seconds": seconds, "examples_computed": computed, "examples_resumed": len(records) - computed,
+            "jax": jax.__version__, "device": str(jax.devices()[0]), "records": records}
 
 
 def default_out(config: EvalConfig) -> Path:
@@ -360,6 +363,9 @@ def main(argv=None) -> int:
 
         (out / "alpaca_eval_outputs.json").write_text(json.dumps(alpaca_eval_outputs(result["records"]), indent=1))
     print(markdown_table(result))
+    if result["examples_resumed"]:
+        print(f"[resumed: {result['examples_resumed']} examples from {out}/partial.jsonl, "
+              f"{result['examples_computed']} computed now]", file=sys.stderr)
     print(f"[{result['seconds']:.1f} s; results in {out}/results.json, records.jsonl, results.md]", file=sys.stderr)
     return 0
 

@@ -48,6 +48,7 @@ class RecordLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.records: dict[str, dict] = {}
+        self.appended = 0  # records this process computed and wrote (the rest were read back)
         if self.path.is_file():
             for line in self.path.read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 in text
                 try:
@@ -79,6 +80,7 @@ class RecordLog:
             for key, record in items:
                 f.write(json.dumps({"key": key, "record": record}, ensure_ascii=False, default=str) + "\n")
                 self.records[key] = record
+                self.appended += 1
             f.flush()
             os.fsync(f.fileno())
 

@@ -37,3 +37,25 @@ def chain_model(successor: dict[int, int], context_length: int = 128, seed: int 
         head[:, successor.get(a, (a + 1) % 256)] += unit[a]
     params["head"]["kernel"] = head.astype(np.float32)
     return params, c
+
+
+def write_run(run_dir, c: ModelConfig, seed: int = 9):
+    """A run directory as `experiments.pretrain` writes it (checkpoint + byte tokenizer), without the
+    training: random parameters for `c` saved as step 1. Returns the parameters."""
+    import jax
+
+    from lm.config import to_dict
+    from lm.tokenizer import save_tokenizer
+    from lm.train.checkpoint import checkpoint_manager, save_checkpoint
+    from lm.train.config import TrainConfig
+    from lm.train.step import make_optimizer
+
+    train = TrainConfig(model=c)
+    params = jax.tree.map(np.asarray, random_params(train.model, seed))
+    state = {"step": np.zeros([], np.int32), "params": params, "opt_state": make_optimizer(train).init(params),
+             "rng": np.asarray(jax.random.PRNGKey(0))}
+    manager = checkpoint_manager(run_dir / "checkpoints", async_save=False)
+    save_checkpoint(manager, 1, state, {"next_index": 0}, {"train": to_dict(train)})
+    manager.close()
+    save_tokenizer(byte_tokenizer(), run_dir)
+    return params

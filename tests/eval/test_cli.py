@@ -8,7 +8,7 @@ import pytest
 
 from experiments.eval import EvalConfig, evaluate, main
 from lm.eval.report import write_results
-from tests.eval.models import byte_tokenizer, config
+from tests.eval.models import byte_tokenizer, config, write_run
 from tests.inference.tiny import random_params
 
 @pytest.mark.parametrize("argv, message", [
@@ -50,24 +50,9 @@ def test_perplexity_results_files(tmp_path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run directory as `experiments.pretrain` writes it (checkpoint + tokenizer), without the training."""
-    import jax
-
-    from lm.config import to_dict
-    from lm.tokenizer import save_tokenizer
-    from lm.train.checkpoint import checkpoint_manager, save_checkpoint
-    from lm.train.config import TrainConfig
-    from lm.train.step import make_optimizer
-
     tmp = tmp_path_factory.mktemp("evalrun")
     run_dir = tmp / "runs" / "toy"
-    train = TrainConfig(model=config(sliding_window=0))
-    params = jax.tree.map(np.asarray, random_params(train.model, 9))
-    state = {"step": np.zeros([], np.int32), "params": params, "opt_state": make_optimizer(train).init(params),
-             "rng": np.asarray(jax.random.PRNGKey(0))}
-    manager = checkpoint_manager(run_dir / "checkpoints", async_save=False)
-    save_checkpoint(manager, 1, state, {"next_index": 0}, {"train": to_dict(train)})
-    manager.close()
-    save_tokenizer(byte_tokenizer(), run_dir)
+    write_run(run_dir, config(sliding_window=0))
     text = tmp / "stories.txt"
     text.write_text("Once upon a time there was a little cat. The cat liked to play in the sun. " * 20)
     return run_dir, text

@@ -3,6 +3,12 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +17,7 @@ from experiments.eval import EvalConfig, evaluate
 from lm.eval import memory
 from lm.eval.report import markdown_table
 from lm.eval.resume import RecordLog, fingerprint
-from tests.eval.models import byte_tokenizer, config
+from tests.eval.models import byte_tokenizer, config, write_run
 from tests.inference.tiny import random_params
 
 
@@ -30,7 +36,6 @@ def setup(tmp_path_factory):
                                           f"{2 * i}", "ABCD"[i % 4]] for i in range(n)])
     c = config(context_length=256, sliding_window=0)
     return root, (random_params(c, 5), c, byte_tokenizer())
-
 
 
 def test_killed_run_resumes_to_the_unbroken_result(setup, tmp_path):
@@ -102,3 +107,49 @@ def test_contamination_report_through_the_command(setup, tmp_path):
     assert c["fraction"] == 0.5 and c["clean_n"] == 2 and c["n_gram"] == 3
     assert c["clean_acc"] == np.mean([x["correct"] for x in r["records"][::2]])
     assert "contaminated (3-gram in training data) | 2 / 4" in markdown_table(r)
+
+
+def _records_written(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+@pytest.mark.slow  # three processes start jax and compile: ~25 s; the test above is the default suite's
+def test_sigkilled_command_resumes_to_the_unbroken_result(setup, tmp_path):
+    """The real thing: `python -m experiments.eval` killed with SIGKILL once about half of the records are
+    on disk, then the same command again; its results.json equals an unbroken run's, and it computed
+    only the examples the killed run had not written."""
+    root, _ = setup
+    run_dir = tmp_path / "runs" / "toy"
+    write_run(run_dir, config(context_length=256, sliding_window=0, d_model=64, n_layers=2), seed=5)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "JAX_PLATFORMS": "cpu"}
+
+    def command(out):
+        return [sys.executable, "-m", "experiments.eval", "--run", str(run_dir), "--task", "mmlu",
+                "--data-dir", str(root), "--shots", "1", "--chunk", "1", "--batch-size", "1",
+                "--progress", "false", "--out", str(out)]
+
+    total = 16
+    killed = tmp_path / "killed"
+    pipes = dict(cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    unbroken = subprocess.Popen(command(tmp_path / "unbroken"), **pipes)  # alongside: the test takes less time
+    proc = subprocess.Popen(command(killed), **pipes)
+    log = killed / "partial.jsonl"
+    while proc.poll() is None and _records_written(log) < total // 2:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]  # killed, not finished
+    done = len(RecordLog(log))
+    assert total // 2 <= done < total and not (killed / "results.json").exists()
+    resumed = subprocess.run(command(killed), cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"[resumed: {done} examples from" in resumed.stderr
+    _, err = unbroken.communicate(timeout=300)
+    assert unbroken.returncode == 0, err[-2000:]
+    got, want = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("killed", "unbroken"))
+    assert got["metrics"]["n"] == total and got["metrics"] == want["metrics"]
+    assert (got["examples_computed"], got["examples_resumed"]) == (total - done, done)  # nothing done twice
+    assert want["examples_computed"] == total
+    records = [(tmp_path / d / "records.jsonl").read_text() for d in ("killed", "unbroken")]
+    assert records[0] == records[1]  # every log-prob bitwise equal
