@@ -2,6 +2,7 @@
 
     python -m experiments.generate --run runs/default-tiny --prompt "The "
     python -m experiments.generate --run runs/big --prompt "The " --temperature 0 --draft runs/small --draft-len 4
+    python -m experiments.generate --run runs/big --prompt "The " --draft runs/small --draft-len auto
 
 The prompt and completion go to stdout; a one-line summary (tokens, speed)
 goes to stderr. The decode loop runs on the device `chunk`
@@ -38,13 +39,22 @@ class GenerateConfig:
     chunk: int = dataclasses.field(default=8, metadata={"help": "decode steps per device round trip"})
     draft: str = dataclasses.field(default="", metadata={
         "help": "run directory of a draft model: speculative decoding"})
-    draft_len: int = dataclasses.field(default=4, metadata={"help": "tokens the draft proposes per round"})
+    draft_len: str = dataclasses.field(default="4", metadata={
+        "help": "tokens the draft proposes per round, or 'auto': measure as it goes and pick the length, or decode "
+                "plainly when the draft does not pay"})
 
     def __post_init__(self):
         if not self.run:
             raise ValueError("--run is required: a run directory such as runs/default-tiny")
-        if self.chunk < 1 or self.draft_len < 1:
-            raise ValueError("--chunk and --draft-len must be positive")
+        if self.chunk < 1:
+            raise ValueError(f"--chunk must be positive, got {self.chunk}")
+        if self.draft_len != "auto" and not (str(self.draft_len).isdigit() and int(self.draft_len) >= 1):
+            raise ValueError(f"--draft-len must be a positive integer or 'auto', got {self.draft_len!r}")
+
+    @property
+    def draft_length(self) -> int | str:
+        """The draft length for `speculative_stream`: a positive int, or "auto"."""
+        return "auto" if self.draft_len == "auto" else int(self.draft_len)
 
     def sampling(self, stop_ids: tuple[int, ...] = ()) -> SamplingConfig:
         return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
@@ -53,7 +63,8 @@ class GenerateConfig:
 
 def generate_text(config: GenerateConfig, out: TextIO | None = None, quiet: bool = False) -> dict:
     """Load the run, stream the completion to `out` (default stdout) unless `quiet`;
-    returns {"text", "tokens", "seconds", "prompt_tokens"}."""
+    returns {"text", "tokens", "seconds", "prompt_tokens"} (and "draft_lengths" with --draft-len auto)."""
+    from lm.inference.draft_tuner import DraftTuner
     from lm.inference.generate import stop_ids_for, stream_ids
     from lm.inference.load import load_run
     from lm.inference.speculative import speculative_stream
@@ -65,10 +76,11 @@ def generate_text(config: GenerateConfig, out: TextIO | None = None, quiet: bool
     if not prompt:
         raise ValueError("the prompt is empty; give some text with --prompt")
     sampling = stop_ids_for(tokenizer, sampling)
+    tuner = DraftTuner() if config.draft and config.draft_length == "auto" else None
     if config.draft:
         dparams, dconfig, _ = load_run(config.draft, tokenizer=False)
-        chunks = speculative_stream(params, model_config, dparams, dconfig, prompt, sampling, config.draft_len,
-                                    config.chunk)
+        chunks = speculative_stream(params, model_config, dparams, dconfig, prompt, sampling,
+                                    config.draft_length, config.chunk, tuner=tuner)
     else:
         chunks = (rows[0] for rows in stream_ids(params, model_config, [prompt], sampling, config.chunk))
     out = None if quiet else (out or sys.stdout)
@@ -91,7 +103,10 @@ def generate_text(config: GenerateConfig, out: TextIO | None = None, quiet: bool
     if out is not None:
         out.write(pieces[-1] + "\n")
         out.flush()
-    return {"text": "".join(pieces), "tokens": ids, "seconds": seconds, "prompt_tokens": len(prompt)}
+    result = {"text": "".join(pieces), "tokens": ids, "seconds": seconds, "prompt_tokens": len(prompt)}
+    if tuner is not None:
+        result["draft_lengths"] = list(tuner.history)  # --draft-len auto: the length of each segment, 0 for plain
+    return result
 
 
 def main(argv=None) -> int:
@@ -106,7 +121,9 @@ def main(argv=None) -> int:
         return 2
     n = len(result["tokens"])
     print(f"[{n} tokens in {result['seconds']:.2f} s, {n / max(result['seconds'], 1e-9):.1f} tokens/s "
-          f"including compilation]", file=sys.stderr)
+          f"including compilation"
+          + (f"; draft lengths per segment {result['draft_lengths']}" if "draft_lengths" in result else "")
+          + "]", file=sys.stderr)
     return 0
 
 

@@ -49,6 +49,20 @@ def test_cli_streams_the_completion(run, capsys):
     assert spec["text"] == result["text"]
 
 
+def test_cli_auto_draft_length_gives_the_greedy_text(run, capsys):
+    """`--draft-len auto` through the CLI entry: the run as its own draft, greedy, so whatever the tuner
+    decides (plain or speculative segments) the text is the target's greedy text."""
+    assert main(["--run", run["run_dir"], "--prompt", "The cat", "--max-new-tokens", "8", "--temperature", "0",
+                 "--draft", run["run_dir"], "--draft-len", "auto"]) == 0
+    out = capsys.readouterr()
+    params, config, tok = load_run(run["run_dir"])
+    want = generate(params, config, tok, "The cat", SamplingConfig(temperature=0, max_new_tokens=8))
+    assert out.out == "The cat" + want + "\n"
+    assert "draft lengths per segment [0" in out.err  # the tuner ran, and it starts by measuring plain steps
+    assert main(["--run", run["run_dir"], "--draft", run["run_dir"], "--draft-len", "often"]) == 2
+    assert "--draft-len must be a positive integer or 'auto'" in capsys.readouterr().err
+
+
 def test_cli_bad_input(run, tmp_path, capsys):
     assert main(["--run", run["run_dir"], "--top-p", "0"]) == 2
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
