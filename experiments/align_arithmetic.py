@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from lm.cli_env import prepare_process
-from lm.align.config import GRPOConfig, SFTConfig, fine_tuning
-from lm.config import check_positive, cli
+from lm.align.config import GRPOConfig, SFTConfig, fine_tuning, grpo_cli
+from lm.config import check_positive
 from lm.model import ModelConfig
 from lm.train.files import atomic_write_json, atomic_write_text
 
@@ -197,7 +197,7 @@ def show(result: dict) -> None:
 
 
 def main(argv=None) -> int:
-    return cli(PipelineConfig, run_pipeline, argv, show)
+    return grpo_cli(PipelineConfig, run_pipeline, argv, show)
 
 
 if __name__ == "__main__":

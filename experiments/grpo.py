@@ -4,6 +4,12 @@
     python -m experiments.grpo --init runs/smollm2-135m --task gsm8k-chat \\
         --data-dir ../shared/data/corpora/a5_eval_data/gsm8k --grpo.train.steps 10 --grpo.prompts_per_step 2 \\
         --grpo.group_size 4 --grpo.train.batch_size 8 --grpo.max_new_tokens 128 --n-eval 20
+    python -m experiments.grpo --init runs/arith-sft --name arith-dapo --grpo.preset dapo   # LOSS_PRESETS
+    python -m experiments.grpo --init runs/arith-sft --grpo.loss.length_norm sequence --grpo.max_staleness 1
+
+The loss options are --grpo.loss.* (lm.align.policy_gradient.PGLossConfig: loss_type, length_norm,
+normalize_std, cliprange_low/high, kl_coef, truncation, dynamic_sampling, ...); --grpo.preset starts
+them from a published recipe (grpo, dr_grpo, dapo, gspo) and explicit --grpo.loss flags change it.
 
 Writes runs/NAME/: grpo_metrics.jsonl (reward, KL to the start, entropy, clip
 fraction, accuracy), grpo.png, summary.json, samples.json, run.json and (with
@@ -20,9 +26,9 @@ import sys
 import time
 
 from lm.cli_env import prepare_process
-from lm.align.config import GRPOConfig
+from lm.align.config import GRPOConfig, grpo_cli
 from lm.align.run import AlignRun, prepare
-from lm.config import cli, to_dict
+from lm.config import to_dict
 from lm.train.files import atomic_write_json
 
 
@@ -57,7 +63,7 @@ def run_grpo(config: GRPORun, progress: bool = True) -> dict:
 
 
 def main(argv=None) -> int:
-    return cli(GRPORun, run_grpo, argv)
+    return grpo_cli(GRPORun, run_grpo, argv)
 
 
 if __name__ == "__main__":

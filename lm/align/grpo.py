@@ -6,12 +6,9 @@
              "ref_log_probs"                         [b, s],          # only when the KL coefficient > 0
              "truncated"                             [b]}             # only for truncation="mask": cut rows
     state, metrics = grpo_train_step(state, batch, config, train_config)
-    state, metrics = grpo_train_step(state, batch, config, train_config, loss=LOSS_PRESETS["dapo"])
 
-The loss options are `lm.align.policy_gradient.PGLossConfig`. Without `loss`, they are read from
-the GRPOConfig's own fields (loss_type, cliprange, length_norm, normalize_std, kl_coef), which is
-how every run behaved before the options existed. The rollout loop that builds these batches is
-`lm.align.grpo_loop.train_grpo`.
+The loss options are `config.loss` (a `lm.align.policy_gradient.PGLossConfig`; `GRPOConfig(preset="dapo")`
+picks a published recipe). The rollout loop that builds these batches is `lm.align.grpo_loop.train_grpo`.
 """
 
 from __future__ import annotations
@@ -23,23 +20,16 @@ import jax.numpy as jnp
 
 from lm.align.config import GRPOConfig
 from lm.align.logprobs import masked_mean, response_logprobs
-from lm.align.policy_gradient import PGLossConfig, kl_penalty, policy_gradient_loss, truncation_mask
+from lm.align.policy_gradient import kl_penalty, policy_gradient_loss, truncation_mask
 from lm.align.step import accumulate, loss_weights
 from lm.model import ModelConfig
 from lm.train.config import TrainConfig
 from lm.train.step import apply_gradients
 
 
-def loss_options(config: GRPOConfig) -> PGLossConfig:
-    """The loss options a GRPOConfig's own fields describe (symmetric clipping, no truncation handling)."""
-    return PGLossConfig(loss_type=config.loss_type, length_norm=config.length_norm,
-                        normalize_std=config.normalize_std, cliprange_low=config.cliprange,
-                        cliprange_high=config.cliprange, kl_coef=config.kl_coef)
-
-
-def grpo_loss(params, batch: dict, config: GRPOConfig, model: ModelConfig, loss: PGLossConfig | None = None):
-    """(sum of per-token loss * batch["weights"], metrics) for one (micro)batch."""
-    loss = loss_options(config) if loss is None else loss
+def grpo_loss(params, batch: dict, config: GRPOConfig, model: ModelConfig):
+    """(sum of per-token loss * batch["weights"], metrics) for one (micro)batch, under config.loss."""
+    loss = config.loss
     out = response_logprobs(params, model, batch["input_ids"], batch["labels"], with_entropy=True,
                             temperature=config.temperature)
     lp, mask = out["log_probs"], batch["response_mask"]
@@ -57,10 +47,10 @@ def grpo_loss(params, batch: dict, config: GRPOConfig, model: ModelConfig, loss:
     return jnp.sum(jnp.where(mask, per_token * batch["weights"], 0.0)), metrics
 
 
-def weighted_batch(batch: dict, config: GRPOConfig, loss: PGLossConfig | None = None) -> dict:
+def weighted_batch(batch: dict, config: GRPOConfig) -> dict:
     """The batch with "weights" [b, s] that normalise the loss over the WHOLE batch (so microbatches sum to
-    it), after truncated rows lose their response tokens when loss.truncation == "mask"."""
-    loss = loss_options(config) if loss is None else loss
+    it), after truncated rows lose their response tokens when config.loss.truncation == "mask"."""
+    loss = config.loss
     if loss.truncation == "mask":
         if "truncated" not in batch:
             raise ValueError("truncation='mask' needs batch['truncated'] (bool [b]: the response hit the length "
@@ -71,18 +61,19 @@ def weighted_batch(batch: dict, config: GRPOConfig, loss: PGLossConfig | None = 
 
 
 def grpo_train_step(state: dict, batch: dict, config: GRPOConfig, train_config: TrainConfig,
-                    loss: PGLossConfig | None = None) -> tuple[dict, dict]:
-    """One optimizer step over the batch, in `config.grad_accum` microbatches (`loss`: see the module doc)."""
-    loss = loss_options(config) if loss is None else loss
-    batch = weighted_batch(batch, config, loss)
-    total, metrics, grads = accumulate(lambda p, b: grpo_loss(p, b, config, train_config.model, loss),
+                    params_view=None) -> tuple[dict, dict]:
+    """One optimizer step over the batch, in `config.grad_accum` microbatches. `params_view`: the trained
+    params -> the model's (LoRA's merge into the frozen base, `lm.trainer.fine_tune_plan`); default identity."""
+    batch = weighted_batch(batch, config)
+    view = params_view or (lambda p: p)
+    total, metrics, grads = accumulate(lambda p, b: grpo_loss(view(p), b, config, train_config.model),
                                        state.params, batch, config.grad_accum)
     return apply_gradients(state, grads, total, metrics, train_config)
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_grpo_step(config: GRPOConfig, train_config: TrainConfig, loss: PGLossConfig | None = None):
-    return jax.jit(functools.partial(grpo_train_step, config=config, train_config=train_config, loss=loss),
+def compiled_grpo_step(config: GRPOConfig, train_config: TrainConfig):
+    return jax.jit(functools.partial(grpo_train_step, config=config, train_config=train_config),
                    donate_argnums=0)
 
 

@@ -22,9 +22,10 @@ def test_flags_reach_nested_configs_and_keep_fine_tuning_defaults():
                               "--task", "arithmetic"])
     assert c.sft.train.steps == 7 and c.sft.train.optim.lr == 1e-4 and c.task == "arithmetic"
     assert c.sft.train.optim.weight_decay == 0.0  # the fine-tuning default, not pretraining's 0.1
-    g = parse_config(GRPORun, ["--init", "runs/x", "--grpo.loss_type", "reinforce_with_baseline",
-                               "--grpo.normalize_std", "false", "--grpo.length_norm", "constant"])
-    assert g.grpo.loss_type == "reinforce_with_baseline" and not g.grpo.normalize_std
+    g = parse_config(GRPORun, ["--init", "runs/x", "--grpo.loss.loss_type", "reinforce_with_baseline",
+                               "--grpo.loss.normalize_std", "false", "--grpo.loss.length_norm", "constant"])
+    assert g.grpo.loss.loss_type == "reinforce_with_baseline" and not g.grpo.loss.normalize_std
+    assert g.grpo.loss.length_norm == "constant"
     p = parse_config(PipelineConfig, ["--model.d_model", "32", "--grpo.train.steps", "3"])
     assert p.model.d_model == 32 and p.model.vocab_size == 257 and p.grpo.train.steps == 3
 

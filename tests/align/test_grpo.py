@@ -12,6 +12,7 @@ from lm.align.grpo import batch_logprobs, grpo_train_step
 from lm.align.grpo_loop import train_grpo
 from lm.align.sft_loop import evals
 from lm.align.logprobs import masked_sum
+from lm.align.policy_gradient import PGLossConfig
 from lm.align.rollout import rollout
 from lm.align.sft import init_train_state
 from lm.align.tasks import Task
@@ -59,7 +60,8 @@ def _synthetic_batch(loss_type):
 @pytest.mark.parametrize("loss_type", ["no_baseline", "reinforce_with_baseline", "grpo_clip"])
 def test_grpo_step_raises_rewarded_log_probs(loss_type):
     b, rewards = _synthetic_batch(loss_type)
-    config = GRPOConfig(prompts_per_step=2, group_size=4, loss_type=loss_type, epochs=3, max_new_tokens=4,
+    config = GRPOConfig(prompts_per_step=2, group_size=4, loss=PGLossConfig(loss_type=loss_type), epochs=3,
+                        max_new_tokens=4,
                         train=TrainConfig(batch_size=8, optim=OPTIM))
     tc = config.train_config(tiny.CONFIG)
     state = init_train_state(tiny.params(), tc)
@@ -89,7 +91,7 @@ def test_kl_penalty_pulls_back_toward_the_reference():
     b.update(old_log_probs=ref, ref_log_probs=ref)
     moved = {}
     for kl in (0.0, 5.0):
-        config = GRPOConfig(prompts_per_step=2, group_size=4, kl_coef=kl, max_new_tokens=4,
+        config = GRPOConfig(prompts_per_step=2, group_size=4, loss=PGLossConfig(kl_coef=kl), max_new_tokens=4,
                             train=TrainConfig(batch_size=8, optim=OPTIM))
         tc = config.train_config(tiny.CONFIG)
         state = init_train_state(params, tc)
@@ -115,8 +117,8 @@ class LowBytesTask(Task):
 def test_train_grpo_loop_raises_reward_and_logs():
     task = LowBytesTask("low-bytes", prompt_template="{question}")
     problems = [{"question": f"q{i}", "answer": "0"} for i in range(8)]
-    config = GRPOConfig(prompts_per_step=4, group_size=8, epochs=2, max_new_tokens=6, length_norm="token",
-                        normalize_std=False, train=TrainConfig(steps=6, batch_size=16, eval_every=0, optim=OPTIM,
+    config = GRPOConfig(prompts_per_step=4, group_size=8, epochs=2, max_new_tokens=6,
+                        loss=PGLossConfig(length_norm="token", normalize_std=False), train=TrainConfig(steps=6, batch_size=16, eval_every=0, optim=OPTIM,
                                                                log_every=1))
     result = train_grpo(tiny.params(), tiny.CONFIG, tiny.tokenizer(), task, problems, config,
                         eval_problems=problems[:4], eval_batch_size=4, options=RunOptions(progress=False))
@@ -139,6 +141,12 @@ def test_grpo_config_validation():
     with pytest.raises(ValueError, match="group_size"):
         GRPOConfig(group_size=1, train=TrainConfig(batch_size=16))
     with pytest.raises(ValueError, match="loss_type"):
-        GRPOConfig(loss_type="ppo")
+        GRPOConfig(loss=PGLossConfig(loss_type="ppo"))
+    with pytest.raises(ValueError, match="preset"):
+        GRPOConfig(preset="ppo")
+    with pytest.raises(ValueError, match="async_rollouts needs max_staleness >= 1"):
+        GRPOConfig(async_rollouts=True)
+    with pytest.raises(ValueError, match="max_staleness"):
+        GRPOConfig(max_staleness=-1)
     assert GRPOConfig(prompts_per_step=4, group_size=8, epochs=2,
                       train=TrainConfig(steps=10, batch_size=16)).optimizer_steps == 40

@@ -1,5 +1,6 @@
 """Policy-gradient loss options (DAPO, Dr. GRPO, GSPO, truncation, dynamic sampling) on hand-computed toy batches."""
 
+import dataclasses
 import functools
 
 import jax
@@ -177,7 +178,7 @@ def test_fill_groups_refills_and_caps_tries():
 def test_grpo_loss_options_on_the_tiny_model():
     from lm.align.config import GRPOConfig
     from lm.align.data import tokenize_pairs
-    from lm.align.grpo import batch_logprobs, grpo_loss, loss_options, weighted_batch
+    from lm.align.grpo import batch_logprobs, grpo_loss, weighted_batch
     from tests.align import tiny
 
     prompts, responses = [[10, 11, 12]] * 2 + [[20, 21]] * 2, [[50, 51, 52], [60], [50, 51], [60, 61, 62]]
@@ -185,19 +186,20 @@ def test_grpo_loss_options_on_the_tiny_model():
     params = tiny.params()
     b.update(advantages=jnp.array([1.0, -1.0, 0.5, -0.5]), truncated=jnp.array([False, False, False, True]),
              old_log_probs=batch_logprobs(params, b["input_ids"], b["labels"], model=tiny.CONFIG))
-    config = GRPOConfig(max_new_tokens=4)  # only the loss fields, temperature and max_new_tokens matter here
+    config = GRPOConfig(max_new_tokens=4)  # only the loss, temperature and max_new_tokens matter here
 
     @functools.lru_cache(maxsize=None)
     def compiled(loss):
+        with_loss = dataclasses.replace(config, loss=loss)
+
         def g(p, batch):
-            wb = weighted_batch(batch, config, loss)
-            return jax.grad(lambda q: grpo_loss(q, wb, config, tiny.CONFIG, loss)[0])(p)
+            wb = weighted_batch(batch, with_loss)
+            return jax.grad(lambda q: grpo_loss(q, wb, with_loss, tiny.CONFIG)[0])(p)
         return jax.jit(g)
 
     flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
     grads = lambda loss, batch: flat(compiled(loss)(params, batch))  # noqa: E731
-    # No `loss`: the GRPOConfig's own fields, exactly the options runs had before they existed.
-    assert loss_options(config) == PGLossConfig(length_norm="sequence", cliprange_low=0.2, cliprange_high=0.2)
+    assert config.loss == PGLossConfig(length_norm="token")  # token aggregation is the default (DAPO, TRL)
     # truncation="mask": the truncated row's advantage no longer matters; untruncated, it does.
     gspo = PGLossConfig(loss_type="gspo", length_norm="sequence", truncation="mask")
     flipped = dict(b, advantages=b["advantages"].at[3].set(5.0))
@@ -205,7 +207,7 @@ def test_grpo_loss_options_on_the_tiny_model():
     kept = dict(b, truncated=jnp.zeros(4, bool))
     assert not np.allclose(grads(gspo, kept), grads(gspo, dict(flipped, truncated=kept["truncated"])))
     with pytest.raises(ValueError, match="truncated"):
-        weighted_batch({k: v for k, v in b.items() if k != "truncated"}, config, gspo)
+        weighted_batch({k: v for k, v in b.items() if k != "truncated"}, dataclasses.replace(config, loss=gspo))
     # On-policy GSPO with "sequence" aggregation is sequence-level REINFORCE: -A_i / |y_i| on each of
     # i's tokens, then the mean over sequences, i.e. REINFORCE-with-baseline under "sequence" aggregation.
     reinforce = PGLossConfig(loss_type="reinforce_with_baseline", length_norm="sequence", truncation="mask")

@@ -207,7 +207,7 @@ def fine_tune() -> dict:
     batch = tokenize_pairs(prompts, responses, MODEL.context_length, pad_to=8)
     params = initial_state(config()).params
     rewards = rng.integers(0, 2, 16).astype(np.float32)
-    grpo = GRPOConfig(prompts_per_step=4, group_size=4, loss_type="grpo_clip", max_new_tokens=4,
+    grpo = GRPOConfig(prompts_per_step=4, group_size=4, max_new_tokens=4,
                       train=dataclasses.replace(config(), model=MODEL))
     old = batch_logprobs(params, batch["input_ids"], batch["labels"], model=MODEL)
     grpo_batch = dict(batch, raw_rewards=rewards, advantages=np.asarray(group_advantages(rewards, 4)[0]),
