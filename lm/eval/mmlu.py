@@ -14,7 +14,7 @@ C, D, answer-letter`, no header. Two prompt formats:
 - `cloze` (lm-evaluation-harness's `mmlu_continuation`; the kind of prompt
   SmolLM2's authors report for small models): "The following are questions
   (with answers) about {subject}." then "Question: ...\\nAnswer:" with no
-  options shown; each answer's text is scored, and acc_norm (per byte) is
+  options shown; each answer's text is scored, and acc_norm (per character) is
   the headline number.
 
 Both follow lm-evaluation-harness 0.4 character for character (questions

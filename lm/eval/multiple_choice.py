@@ -5,9 +5,11 @@
     result["acc"], result["acc_norm"], result["records"][0]["pred"]
 
 `acc` picks the answer with the highest total log-probability; `acc_norm`
-divides each answer's log-probability by its length in UTF-8 bytes first (as
-lm-evaluation-harness's acc_norm does), so that long answers are not
-penalised for having more tokens. The answer's tokens are those of prompt +
+divides each answer's log-probability by its length in characters first, not
+counting the space that separates it from the prompt, as lm-evaluation-harness
+0.4's acc_norm does (`len(choice)` of the choice before its `target_delimiter`
+is put in front; its byte-normalised pick is a separate `acc_bytes`), so that
+long answers are not penalised for having more tokens. The answer's tokens are those of prompt +
 answer encoded together, after the prompt's own tokens, as in
 lm-evaluation-harness.
 """
@@ -50,6 +52,12 @@ def pick(logprobs: Sequence[float], lengths: Sequence[int] | None = None) -> int
     if lengths is not None:
         scores = scores / np.maximum(np.asarray(lengths, np.float64), 1)
     return int(np.argmax(scores))
+
+
+def norm_length(choice: str) -> int:
+    """The length acc_norm divides by: the answer's characters without the one leading space that separates it
+    from the prompt (lm-evaluation-harness's target_delimiter, which its `len(choice)` does not see)."""
+    return len(choice[1:] if choice.startswith(" ") else choice)
 
 
 def choice_requests(tokenizer, examples: Sequence[Choice]) -> tuple[list, list[int]]:
@@ -101,7 +109,7 @@ def evaluate_choices(params, config: ModelConfig, tokenizer, examples: Sequence[
     for ex, sc in zip(examples, scores):
         lps = [s[0] for s in sc]
         pred = pick(lps)
-        pred_norm = pick(lps, [len(c.encode("utf-8")) for c in ex.choices])
+        pred_norm = pick(lps, [norm_length(c) for c in ex.choices])
         records.append({**ex.meta, "prompt": ex.prompt, "choices": list(ex.choices), "gold": ex.gold,
                         "pred": pred, "pred_norm": pred_norm, "correct": pred == ex.gold,
                         "correct_norm": pred_norm == ex.gold, "logprobs": lps, "tokens": [s[1] for s in sc]})

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm.eval.multiple_choice import Choice, evaluate_choices, pick
+from lm.eval.multiple_choice import Choice, evaluate_choices, norm_length, pick
 from lm.eval.scoring import score_continuations
 from tests.eval.models import byte_tokenizer, chain_model, config
 from tests.inference.tiny import full_forward, random_params
@@ -87,6 +87,21 @@ def test_length_normalisation_and_ties():
     assert pick([-3.0, -2.0]) == 1
     assert pick([-3.0, -2.0], lengths=[6, 1]) == 0  # -0.5 per byte beats -2 per byte
     assert pick([-1.0, -1.0, -2.0]) == 0
+
+
+def test_acc_norm_divides_by_characters_as_lm_eval_does():
+    """lm-eval 0.4: argmax(lls / [len(choice) for choice in doc_to_choice(doc)]), the choice before its
+    target_delimiter " " is put in front. Characters and UTF-8 bytes pick differently here."""
+    choices, lls = (" \u00e9\u00e9", " abc"), [-2.5, -3.3]
+    assert [norm_length(c) for c in choices] == [2, 3]
+    lm_eval = int(np.argmax(np.array(lls) / np.array([float(len(c.removeprefix(" "))) for c in choices])))
+    by_bytes = int(np.argmax(np.array(lls) / np.array([len(c.encode()) for c in choices])))
+    assert pick(lls, [norm_length(c) for c in choices]) == lm_eval == 1 != by_bytes
+    params, c = chain_model({})
+    ex = Choice("x", choices, gold=1)
+    (rec,) = evaluate_choices(params, c, byte_tokenizer(), [ex])["records"]
+    lp = np.array(rec["logprobs"])
+    assert rec["pred_norm"] == int(np.argmax(lp / [2, 3]))
 
 
 def test_bad_requests():
