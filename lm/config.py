@@ -98,10 +98,14 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, prefix: str = ""
     values = vars(args)
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        sub, _ = _unwrap_optional(hints[f.name])
+        sub, optional = _unwrap_optional(hints[f.name])
         if dataclasses.is_dataclass(sub):
             inner = getattr(base, f.name) if base is not None else None
-            changes[f.name] = dataclass_from_args(sub, args, f"{prefix}{f.name}.", inner)
+            nested = f"{prefix}{f.name}."
+            given = any(k.startswith(nested) and v is not None for k, v in values.items())
+            if optional and inner is None and not given:
+                continue  # an optional config that is off (None) stays off unless one of its flags is given
+            changes[f.name] = dataclass_from_args(sub, args, nested, inner)
             continue
         v = values.get(f"{prefix}{f.name}")
         if v is not None:

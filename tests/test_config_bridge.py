@@ -58,3 +58,21 @@ def test_dict_roundtrip_and_unknown_keys():
     assert from_dict(Outer, to_dict(c)) == c
     with pytest.raises(ValueError, match="unknown Outer field"):
         from_dict(Outer, {"nope": 1})
+
+
+@dataclasses.dataclass(frozen=True)
+class WithOptional:
+    inner: Inner | None = None  # an optional nested config, off by default (as SFTConfig.lora)
+    lr: float = 1e-3
+
+
+def test_optional_nested_config_stays_off_unless_one_of_its_flags_is_given():
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p, WithOptional)
+    assert dataclass_from_args(WithOptional, p.parse_args([])) == WithOptional()
+    assert dataclass_from_args(WithOptional, p.parse_args(["--lr", "0.5"])) == WithOptional(lr=0.5)
+    on = dataclass_from_args(WithOptional, p.parse_args(["--inner.d_model", "8"]))
+    assert on == WithOptional(inner=Inner(d_model=8))
+    more = dataclass_from_args(WithOptional, p.parse_args(["--inner.dtype", "bfloat16"]), base=on)
+    assert more.inner == Inner(d_model=8, dtype="bfloat16")
+    assert from_dict(WithOptional, to_dict(on)) == on and from_dict(WithOptional, to_dict(WithOptional())).inner is None

@@ -12,6 +12,7 @@ the step on a mesh is `lm.align.sft_loop.train_sft`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +44,13 @@ def sft_loss(params, batch: dict, config: TrainConfig, with_entropy: bool = True
 
 
 def sft_train_step(state: dict, batch: dict, config: TrainConfig, length_norm: str = "token",
-                   norm_constant: float = 0.0) -> tuple[dict, dict]:
+                   norm_constant: float = 0.0, params_view: Callable | None = None) -> tuple[dict, dict]:
     """One optimizer step on {"input_ids", "labels", "response_mask"} [batch_size, seq], in
-    `config.grad_accum` microbatches. Prompt and padding tokens contribute no loss and no gradient."""
+    `config.grad_accum` microbatches. Prompt and padding tokens contribute no loss and no gradient.
+    `params_view` maps the trained params to the model's (LoRA: the frozen base with the adapters
+    merged, `lm.trainer.fine_tune_plan`); gradients are taken with respect to `state.params`."""
     batch = dict(batch, weights=loss_weights(batch["response_mask"], length_norm, norm_constant))
-    loss, metrics, grads = accumulate(lambda p, b: sft_loss(p, b, config), state.params, batch, config.grad_accum)
+    view = params_view or (lambda p: p)
+    loss, metrics, grads = accumulate(lambda p, b: sft_loss(view(p), b, config), state.params, batch,
+                                      config.grad_accum)
     return apply_gradients(state, grads, loss, metrics, config)

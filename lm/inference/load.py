@@ -44,11 +44,16 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, tokenizer: boo
     if saved_layout(ckpt / str(step)) == "legacy":
         saved = upgrade_config(saved)
     train_config = from_dict(TrainConfig, saved["train"])
-    template = jax.eval_shape(functools.partial(init_state, train_config), jax.random.PRNGKey(0))
-    state, _, _ = restore_any_layout(manager, template, step)
+    if saved.get("lora"):  # a LoRA run: adapters in the checkpoint, the frozen base beside them; merged here
+        from lm.train.lora import lora_policy
+
+        params = lora_policy(manager, run_dir, saved, step)
+    else:
+        template = jax.eval_shape(functools.partial(init_state, train_config), jax.random.PRNGKey(0))
+        params = restore_any_layout(manager, template, step)[0]["params"]
     manager.close()
     tok = None
     if tokenizer:
         tok = load_tokenizer(run_dir)
-    return state["params"], train_config.model, tok
+    return params, train_config.model, tok
 

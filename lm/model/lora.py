@@ -42,7 +42,9 @@ class LoRAConfig:
     targets: tuple[str, ...] = ("q", "k", "v", "o")
 
     def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))
+        # "q,v" or ("q", "v"): a comma list is how the command line gives them (--sft.lora.targets q,v)
+        names = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
+        object.__setattr__(self, "targets", tuple(t.strip() for s in names for t in str(s).split(",") if t.strip()))
         if not isinstance(self.rank, int) or self.rank < 1:
             raise ValueError(f"LoRAConfig.rank must be a positive integer, got {self.rank!r}")
         if not self.alpha > 0:
