@@ -56,10 +56,10 @@ def run_grpo(config: GRPORun, progress: bool = True) -> dict:
     summary = {"task": task.name, "n_eval": scores[-1]["n"], "accuracy_before": scores[0]["accuracy"],
                "accuracy_after": scores[-1]["accuracy"], "train_seconds": seconds, "steps": config.grpo.train.steps}
     atomic_write_json(run_dir / "summary.json", summary)
-    after = evaluate_task(result.state.params, model, tokenizer, task, held[:8], config.grpo.max_new_tokens, 8)
+    after = evaluate_task(result.params, model, tokenizer, task, held[:8], config.grpo.max_new_tokens, 8)
     atomic_write_json(run_dir / "samples.json", after["samples"])
     return {**summary, "history": result.history, "evals": scores, "after": after, "run_dir": str(run_dir),
-            "params": result.state.params, "state": result.state, "model": model, "tokenizer": tokenizer}
+            "params": result.params, "state": result.state, "model": model, "tokenizer": tokenizer}
 
 
 def main(argv=None) -> int:

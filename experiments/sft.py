@@ -4,13 +4,16 @@
     python -m experiments.sft --init runs/smollm2-135m --task gsm8k-chat \\
         --data-dir ../shared/data/corpora/a5_eval_data/gsm8k --sft.train.steps 30 --sft.train.batch_size 4 --n-eval 20
     python -m experiments.sft --init runs/arith-pretrain --name arith-sft --resume    # continue after a kill
+    python -m experiments.sft --init runs/arith-pretrain --name arith-lora --sft.lora.rank 8 --sft.lora.targets q,v
 
 `--init` is a run directory of ours or a Hugging Face checkpoint directory
 (lm.interop). Training problems never include a held-out question. Training
 runs on `lm.trainer` (`--sft.train.*`: steps, batch, optimizer, eval_every,
 save_every, parallel mesh). Writes runs/NAME/: sft_metrics.jsonl,
 summary.json, samples.json, run.json and (with --save, the default)
-checkpoints that experiments.grpo and experiments.generate can load. From a notebook:
+checkpoints that experiments.grpo and experiments.generate can load (with `--sft.lora.*`, only LoRA
+adapters train: the checkpoints hold them, runs/NAME/lora_base the frozen base, and loading the run
+gives the merged model). From a notebook:
 
     from experiments.sft import SFTRun, run_sft
     result = run_sft(SFTRun(init="runs/arith-pretrain"))    # {"before", "after", "history", ...}
@@ -54,7 +57,7 @@ def run_sft(config: SFTRun, progress: bool = True) -> dict:
                        eval_batch_size=config.eval_batch_size, options=config.options(progress),
                        record={"train": to_dict(config.sft.train_config(model)), "sft": to_dict(config)})
     seconds = time.perf_counter() - t0
-    params = result.state.params
+    params = result.params  # with --sft.lora.*: the base with the trained adapters merged
     after = evaluate_task(params, model, tokenizer, task, held, **ev)
     summary = {"task": task.name, "n_eval": after["n"], "accuracy_before": before["accuracy"],
                "accuracy_after": after["accuracy"], "train_seconds": seconds, "steps": config.sft.train.steps}
