@@ -20,11 +20,13 @@ def report(tmp_path_factory):
     return run_scenario("fine_tune", tmp_path_factory.mktemp("fine_tune"))["fine_tune"]
 
 
-@pytest.mark.parametrize("kind", ["sft", "grpo"])
+@pytest.mark.parametrize("kind", ["sft", "grpo", "sft_lora"])
 def test_fsdp_and_tensor_parallel_match_one_device(report, kind):
+    """sft_lora: LoRA adapters (replicated) on a frozen base sharded as the full model (its wq_spec)."""
     ref, got = report[kind]["one_device"], report[kind]["fsdp_tp"]
-    assert got["description"] == "fsdp4 x tp2" and got["wq_spec"] == "P(None, 'fsdp', 'tensor')"
-    assert ref["description"] == "single device"
+    lora = ", LoRA r=4" if kind == "sft_lora" else ""
+    assert got["description"] == "fsdp4 x tp2" + lora and got["wq_spec"] == "P(None, 'fsdp', 'tensor')"
+    assert ref["description"] == "single device" + lora
     for key in ("loss", "grad_norm", "param_norm"):
         np.testing.assert_allclose([h[key] for h in got["history"]], [h[key] for h in ref["history"]],
                                    rtol=1e-5, atol=1e-6, err_msg=f"{kind}: {key}")

@@ -199,6 +199,7 @@ def fine_tune() -> dict:
     from lm.align.grpo import batch_logprobs, grpo_train_step
     from lm.align.policy_gradient import group_advantages
     from lm.align.sft import sft_train_step
+    from lm.model.lora import LoRAConfig
     from lm.trainer import fine_tune_plan
 
     rng = np.random.default_rng(0)
@@ -212,20 +213,23 @@ def fine_tune() -> dict:
     old = batch_logprobs(params, batch["input_ids"], batch["labels"], model=MODEL)
     grpo_batch = dict(batch, raw_rewards=rewards, advantages=np.asarray(group_advantages(rewards, 4)[0]),
                       old_log_probs=np.asarray(old))
-    kinds = {"sft": (lambda tc: functools.partial(sft_train_step, config=tc), batch),
-             "grpo": (lambda tc: functools.partial(grpo_train_step, config=grpo, train_config=tc), grpo_batch)}
+    kinds = {"sft": (lambda tc: functools.partial(sft_train_step, config=tc), batch, None),
+             "grpo": (lambda tc: functools.partial(grpo_train_step, config=grpo, train_config=tc), grpo_batch, None),
+             # LoRA: replicated adapters, the frozen base sharded as the full model is
+             "sft_lora": (lambda tc: functools.partial(sft_train_step, config=tc), batch,
+                          LoRAConfig(rank=4, targets=("attn", "mlp")))}
     out = {}
-    for kind, (make_step, b) in kinds.items():
+    for kind, (make_step, b, lora) in kinds.items():
         runs = {}
         for name, axes in {"one_device": {}, "fsdp_tp": dict(fsdp=4, tensor=2)}.items():
             tc = config(**axes)
-            plan = fine_tune_plan(make_step(tc), tc, params)
+            plan = fine_tune_plan(make_step(tc), tc, params, lora=lora)
             state, history = plan.init(params), []
             for _ in range(STEPS):
                 state, metrics = plan.train_step(state, plan.put_batch(b))
                 history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
             runs[name] = {"history": history, "params": jax.device_get(state.params), "description": plan.description,
-                          "wq": str(state.params["blocks"]["attn"]["wq"].sharding.spec)}
+                          "wq": str((plan.base or state.params)["blocks"]["attn"]["wq"].sharding.spec)}
         ref = runs["one_device"]
         out[kind] = {name: {"history": r["history"], "description": r["description"], "wq_spec": r["wq"],
                             "max_param_diff": max_diff(r["params"], ref["params"])} for name, r in runs.items()}
