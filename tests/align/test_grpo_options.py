@@ -99,7 +99,6 @@ def test_first_step_loss_matches_numpy(loss):
         assert abs(want) > 0.05  # the token default weighs long (here: rewarded) answers more ...
         seq = _expected_first_loss(rows, dataclasses.replace(loss, length_norm="sequence"))
         assert seq == pytest.approx(0.0, abs=1e-9)  # ... where sequence means cancel within each group
-        # (the "sequence" branch of the NumPy reference is checked against the loop in test_grpo_resume.py)
     if loss.truncation == "mask":  # the truncated rows' tokens left the loss: it differs from unmasked
         assert want != pytest.approx(_expected_first_loss(rows, PGLossConfig()), abs=1e-3)
     if loss.truncation == "penalty":
