@@ -12,13 +12,16 @@ the same seed (`share_prefill=False` runs that path), at 1/G of the prefill work
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 from lm.inference import SamplingConfig, generate_ids
+from lm.inference.engine import Engine, EngineConfig
 from lm.inference.generate import decode, start
+from lm.inference.request import Request
 from lm.model import ModelConfig
 
 
@@ -61,3 +64,39 @@ def rollout(params, config: ModelConfig, prompts: Sequence[Sequence[int]], group
             stopped[i] = True
         responses.append(r)
     return {"prompts": repeated, "responses": responses, "stopped": stopped}
+
+
+def engine_rollout(params, config: ModelConfig, prompts: Sequence[Sequence[int]], group_size: int,
+                   sampling: SamplingConfig, engine: EngineConfig | None = None) -> dict:
+    """`rollout` through the continuous-batching engine (lm.inference.engine) with prefix sharing: the G
+    samples of a prompt read the pages its first sample prefilled (every whole page of the prompt except the
+    one holding its last token, whose logits each sample needs), and each row leaves the batch as soon as it
+    ends, so short responses do not wait for long ones.
+
+    Same return as `rollout` ({"prompts", "responses", "stopped"}, group by group, the stop id put back on
+    responses that ended with it) plus "engine_stats" (the engine's counters: prefill_tokens, shared_tokens,
+    ...). Sample j of prompt i draws with seed hash((sampling.seed, i, j)) folded per token, so it is
+    reproducible but not the same sample `rollout` draws. `engine` defaults to one slot per sample (at most
+    64) and pages of 16 tokens.
+    """
+    if len(sampling.stop_ids) != 1:
+        raise ValueError(f"rollouts need exactly one stop id (the task's end token), got {sampling.stop_ids}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    repeated = [list(p) for p in prompts for _ in range(group_size)]
+    if engine is None:
+        engine = EngineConfig(slots=max(1, min(len(repeated), 64)), prefill_rows=max(1, min(len(prompts), 8)))
+    if not engine.prefix_sharing:
+        raise ValueError("engine_rollout shares each prompt's pages between its samples; keep "
+                         "EngineConfig.prefix_sharing=True")
+    eng = Engine(params, config, engine, stop_ids=())
+    requests = []
+    for i, p in enumerate(repeated):
+        seed = int(np.random.SeedSequence([sampling.seed, i // group_size, i % group_size]).generate_state(1)[0])
+        requests.append(Request(p, dataclasses.replace(sampling, seed=seed & 0x7FFFFFFF)))
+    eng.generate(requests)
+    responses, stopped = [], np.zeros(len(repeated), bool)
+    for i, r in enumerate(requests):
+        stopped[i] = r.finish_reason == "stop"
+        responses.append(list(r.tokens) + ([sampling.stop_ids[0]] if stopped[i] else []))
+    return {"prompts": repeated, "responses": responses, "stopped": stopped, "engine_stats": dict(eng.stats)}
