@@ -9,12 +9,22 @@ Speculation pays when a round emits more tokens than it costs plain steps. The t
 cost of a plain token and of a round at each draft length it has tried (wall time, as it runs),
 and the draft's per-token acceptance rate a, pooled over rounds (a round that accepts n < k
 proposals is one rejection): a round of k proposals emits (1 - a^(k+1)) / (1 - a) tokens on
-average. It speculates with the k of best predicted tokens per second when that beats plain
-decoding, and otherwise decodes plainly. A length it has not tried is bounded from above (its
-round costs at least as much as any shorter one's, and at least a plain step), so it is probed
-only if even that bound could beat plain decoding. Probes are short, and after one that loses,
-the next waits twice as long (the text, and with it the acceptance rate, can change), so the
-price of finding out is a few percent at most.
+average. It speculates with the measured k of best predicted tokens per second when that beats plain
+decoding by `margin`, and otherwise decodes plainly.
+
+What finding out costs is bounded, so that a fresh tuner on a short generation is never much slower
+than plain decoding:
+- it starts plain (that measures the cost speculation has to beat), then probes the cheapest length
+  for a few rounds: a round emits at least one token, so a losing probe costs at most
+  `probe_rounds` x (round cost - one plain step);
+- it climbs one length at a time, and only while speculation is winning and the next length's
+  optimistic prediction beats the best measured one. The prediction uses a lower bound on the untried
+  round's cost, linear in k from a shorter measured length j: a round is k + 1 draft steps and a
+  (k + 1)-token target pass, so cost(k) - plain >= (cost(j) - plain) (k + 1) / (j + 1) for j < k
+  when those costs grow at least linearly in the tokens read (a target pass that costs the same for
+  any short length, as on a GPU, only makes the bound looser);
+- after speculation loses, it decodes plainly for `reprobe_after` tokens before probing again (the
+  text, and with it the acceptance rate, can change), twice as long after each further loss.
 """
 
 from __future__ import annotations
@@ -25,9 +35,10 @@ import dataclasses
 @dataclasses.dataclass
 class DraftTuner:
     ks: tuple[int, ...] = (1, 2, 3, 4, 6, 8)  # draft lengths it may use
-    plain_segment: int = 32  # tokens per plain segment (between decisions)
-    probe_rounds: int = 3  # rounds per probe of a draft length
-    reprobe_after: int = 64  # plain tokens before speculation is tried again (doubles after each losing probe)
+    plain_segment: int = 16  # tokens per plain segment (the first one measures the cost to beat)
+    probe_rounds: int = 4  # rounds per probe of a draft length
+    reprobe_after: int = 64  # plain tokens before speculation is tried again (doubles after each further loss)
+    margin: float = 0.03  # speculation must be predicted this much faster than plain decoding to be used
     plain_time: float = 0.0
     plain_tokens: int = 0
     round_time: dict = dataclasses.field(default_factory=dict)  # k -> seconds over its timed rounds
@@ -36,11 +47,15 @@ class DraftTuner:
     rejected: int = 0  # rounds that ended at a rejection
     since_probe: int | None = None  # plain tokens since the last speculative segment (None: never probed)
     backoff: int = 0
+    losses: int = 0  # speculative segments after which speculation no longer beat plain decoding
     history: list = dataclasses.field(default_factory=list)  # the k of each segment, 0 for plain
 
     def __post_init__(self):
         if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
             raise ValueError(f"DraftTuner.ks must be positive draft lengths, got {self.ks!r}")
+        if self.plain_segment < 1 or self.probe_rounds < 1 or self.reprobe_after < 1 or self.margin < 0:
+            raise ValueError(f"DraftTuner needs plain_segment, probe_rounds, reprobe_after >= 1 and margin >= 0, "
+                             f"got {self.plain_segment}, {self.probe_rounds}, {self.reprobe_after}, {self.margin}")
         self.ks = tuple(sorted(set(self.ks)))
         self.backoff = self.backoff or self.reprobe_after
 
@@ -49,44 +64,60 @@ class DraftTuner:
         """Per-token acceptance rate, (accepted + 1) / (accepted + rejected + 2) (0.5 before any round)."""
         return (self.accepted + 1) / (self.accepted + self.rejected + 2)
 
+    @property
+    def plain_speed(self) -> float:
+        """Measured plain tokens per second (0 before any plain segment was timed)."""
+        return self.plain_tokens / self.plain_time if self.plain_time > 0 else 0.0
+
     def expected_tokens(self, k: int) -> float:
         """Mean tokens a round of k proposals emits at the current acceptance rate."""
         a = self.acceptance
         return (1 - a ** (k + 1)) / (1 - a)
 
     def round_cost(self, k: int) -> tuple[float, bool]:
-        """(seconds per round, measured?): measured, or the lower bound from shorter lengths and plain steps."""
+        """(seconds per round, measured?): measured, or the linear lower bound from shorter measured lengths
+        (at least a plain step)."""
         if self.rounds.get(k):
             return self.round_time[k] / self.rounds[k], True
-        shorter = [self.round_time[j] / self.rounds[j] for j in self.ks if j < k and self.rounds.get(j)]
-        return max([self.plain_time / self.plain_tokens, *shorter]), False
+        plain = self.plain_time / self.plain_tokens
+        bounds = [plain + (self.round_time[j] / self.rounds[j] - plain) * (k + 1) / (j + 1)
+                  for j in self.ks if j < k and self.rounds.get(j)]
+        return max([plain, *bounds]), False
 
     def speed(self, k: int) -> tuple[float, bool]:
         """(predicted tokens per second of length k, measured?); an upper bound when not measured."""
         cost, measured = self.round_cost(k)
         return self.expected_tokens(k) / cost, measured
 
+    def best(self) -> tuple[int, float]:
+        """(measured length of highest predicted speed, that speed); (0, plain speed) if none was measured."""
+        measured = {k: self.speed(k)[0] for k in self.ks if self.rounds.get(k)}
+        if not measured:
+            return 0, self.plain_speed
+        k = max(measured, key=measured.get)
+        return k, measured[k]
+
+    def winning(self) -> bool:
+        """Whether the best measured length beats plain decoding by the margin."""
+        k, speed = self.best()
+        return k > 0 and speed > self.plain_speed * (1 + self.margin)
+
     def choose(self) -> int:
         """The draft length for the next segment; 0 for plain decoding."""
         if not self.plain_tokens:
             return self._pick(0)
-        plain = self.plain_tokens / self.plain_time
-        speeds = {k: self.speed(k) for k in self.ks}
-        measured = {k: s for k, (s, m) in speeds.items() if m}
-        best = max(measured, key=measured.get, default=0)
-        best_speed = measured.get(best, plain)
-        if best_speed > plain:  # speculation wins: use it, or probe a length that might win by more
-            promising = [k for k, (s, m) in speeds.items() if not m and s > best_speed]
-            return self._pick(promising[0] if promising else best)
-        if self.since_probe is not None and self.since_probe < self.backoff:
-            return self._pick(0)
+        best, best_speed = self.best()
+        if self.winning():  # keep the best, or climb to the next length if it might win by more
+            tried = max(k for k in self.ks if self.rounds.get(k))
+            longer = [k for k in self.ks if k > tried]
+            if longer and self.speed(longer[0])[0] > best_speed:
+                return self._pick(longer[0])
+            return self._pick(best)
         if self.since_probe is None:  # the first probe: the cheapest length
             return self._pick(self.ks[0])
-        k = max(self.ks, key=lambda k: speeds[k][0])
-        if speeds[k][0] <= plain:  # not even the optimistic bound wins: wait longer before asking again
-            self.since_probe, self.backoff = 0, 2 * self.backoff
+        if self.since_probe < self.backoff:
             return self._pick(0)
-        return self._pick(k)
+        return self._pick(best or self.ks[0])  # probe again the length that did best
 
     def _pick(self, k: int) -> int:
         self.history.append(k)
@@ -116,7 +147,16 @@ class DraftTuner:
         self.rounds[k] = self.rounds.get(k, 0) + rounds
         self.accepted += accepted
         self.rejected += rejected
-        lost = self.speed(k)[0] <= self.plain_tokens / max(self.plain_time, 1e-12)
-        if self.since_probe is not None and lost:
-            self.backoff *= 2  # a probe that lost: wait longer before the next one
         self.since_probe = 0
+        if not self.winning():  # back to plain decoding: wait before the next probe, longer after each loss
+            if self.losses:
+                self.backoff *= 2
+            self.losses += 1
+
+    def observe_untimed(self, k: int, tokens: int, accepted: int = 0, rejected: int = 0) -> None:
+        """A segment whose time is not its cost (it compiled): its acceptance still counts, and the next
+        decision is the same one again (that length is still unmeasured)."""
+        self.accepted += accepted
+        self.rejected += rejected
+        if k == 0 and self.since_probe is not None:
+            self.since_probe += tokens

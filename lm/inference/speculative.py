@@ -261,27 +261,38 @@ def _catch_up(dparams, dcache: KVCache, tokens, positions, valid, n, *, dcfg: Mo
     return rewind(cache, dcache.length + n)
 
 
+def _compiled(fn) -> int:
+    """How many programs a jitted function holds (grows when a call compiles); -1 when jax cannot say."""
+    size = getattr(fn, "_cache_size", None)
+    return size() if callable(size) else -1
+
+
 def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner: DraftTuner, stats: dict):
     """Decode in segments, each plain or speculative with the tuner's draft length; yields new tokens per
-    segment and leaves rounds / accepted / proposed / history in `stats`. A mode's first segment in this call is
-    one step (or round) and untimed, so compiling never counts as its cost."""
+    segment and leaves rounds / accepted / proposed / history in `stats`. A segment that compiled a program is
+    not timed (compiling is not its cost); where jax cannot tell, a mode's first segment in this call is one
+    step (or round) and untimed."""
     _check(tcfg, dcfg, "auto")
     s = start(tparams, tcfg, dparams, dcfg, prompt, sampling, max(tuner.ks))
     width = int(s.target.length)  # slots before the prompt's last token; slot width + j holds token j below
     static = dataclasses.replace(sampling, seed=0)
     stops = np.asarray(sampling.stop_ids, np.int64)
+    knows = _compiled(_plain) >= 0
     warm, seen, proposed, draft_len = set(), 0, 0, width
     prev = np.zeros(4, np.int64)  # count, rounds, accepted, rejected
     while True:
         k = tuner.choose()
         if k and draft_len < width + int(prev[0]):
             s = s._replace(draft=_draft_caught_up(dparams, dcfg, s, prompt, width))
+        fn = _rounds if k else _plain
+        before = _compiled(fn)
+        first = not knows and k not in warm
         t0 = time.perf_counter()
         if k == 0:
-            s = _plain(tparams, s, jnp.int32(tuner.plain_steps() if 0 in warm else 1), tcfg=tcfg, sampling=static)
+            s = _plain(tparams, s, jnp.int32(1 if first else tuner.plain_steps()), tcfg=tcfg, sampling=static)
         else:
-            n = tuner.rounds_for(k) if k in warm else 1
-            s = _rounds(tparams, dparams, s, jnp.int32(n), tcfg=tcfg, dcfg=dcfg, sampling=static, k=k)
+            s = _rounds(tparams, dparams, s, jnp.int32(1 if first else tuner.rounds_for(k)), tcfg=tcfg, dcfg=dcfg,
+                        sampling=static, k=k)
         # One transfer per segment: everything the host needs.
         out, now, stopped, limit, draft_len = jax.device_get(
             (s.out, jnp.stack([s.count, s.rounds, s.accepted, s.rejected]), s.stopped, s.limit, s.draft.length))
@@ -289,11 +300,12 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
         count, rounds, accepted, rejected = (int(x) for x in now - prev)
         prev, draft_len = now.astype(np.int64), int(draft_len)
         proposed += k * rounds
-        if k in warm:
-            if k == 0:
-                tuner.observe_plain(seconds, count)
-            else:
-                tuner.observe_rounds(k, seconds, rounds, accepted, rejected)
+        if first or _compiled(fn) != before:
+            tuner.observe_untimed(k, count, accepted, rejected)
+        elif k == 0:
+            tuner.observe_plain(seconds, count)
+        else:
+            tuner.observe_rounds(k, seconds, rounds, accepted, rejected)
         warm.add(k)
         end = min(int(prev[0]), int(limit))
         hit = np.flatnonzero(np.isin(out[:end], stops)) if len(stops) else []
