@@ -386,7 +386,28 @@ def train_pair(target_steps: int, draft_steps: int) -> tuple[str, str]:
             ensure_run(f"bench-draft-{draft_steps}", [*common, *DRAFT, "--steps", str(draft_steps)]))
 
 
-def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tokens: int, ks, temperatures):
+SPEC_PROMPTS = ("The ", "Return the ", "This module provides ", "If the argument is ", "A list of ",
+                "When the ", "Each of the ", "It is ")
+
+
+def median_times(fns: dict, repeats: int) -> dict:
+    """Median wall time of each callable over `repeats` rounds after one warm-up call each, every round
+    running the callables in turn (interleaved, so load on a shared machine falls on all of them alike)."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tokens: int, ks, temperatures,
+                      n_prompts: int = len(SPEC_PROMPTS)):
+    """Per prompt, every variant runs interleaved `repeats` times (after a warm-up); a variant's speedup is the
+    median over prompts of (its tokens / its median time) over (plain tokens / plain's median time)."""
     from lm.inference.load import load_run
     from lm.inference.speculative import speculate, speculative_generate
 
@@ -394,90 +415,85 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
     tparams, tc, tok = load_run(target_run)
     dparams, dc, _ = load_run(draft_run, tokenizer=False)
     tv, dv = val_loss(target_run), val_loss(draft_run)
-    prompts = [tok.encode(p) for p in ("The ", "Return the ", "This module provides ", "If the argument is ")]
-    rows, summary = [], {"best": (0.0, None, None, None), "bound": 0.0, "auto": {}}
+    prompts = [tok.encode(p) for p in SPEC_PROMPTS[:n_prompts]]
+    rows, summary = [], {"best": (0.0, None, None, None), "bound": 0.0, "auto": {}, "auto_shared": {}}
     for temp in temperatures:
         s = SamplingConfig(temperature=temp, max_new_tokens=new_tokens, seed=1)
-
-        def plain():
-            for p in prompts:
-                jax.block_until_ready(decode(tparams, tc, start(tparams, tc, [p], s), s).lengths)
-
-        def draft_only():
-            for p in prompts:
-                jax.block_until_ready(decode(dparams, dc, start(dparams, dc, [p], s), s).lengths)
-
-        n_tokens = sum(int(generate_ids(tparams, tc, [p], s)[1][0]) for p in prompts)
-        stats = {k: [] for k in ks}
-
-        def spec(k):
-            def run():
-                stats[k].clear()
-                for p in prompts:
-                    out, length, rounds, accepted = speculate(tparams, tc, dparams, dc, p, s, k)
-                    stats[k].append(jax.device_get((length, rounds, accepted)))
-            return run
-
-        autos = []
         for k in DraftTuner().ks:  # compile every program auto may pick (as the fixed-k runs are compiled first)
             speculative_generate(tparams, tc, dparams, dc, prompts[0], s, "auto",
                                  tuner=DraftTuner(ks=(k,), plain_segment=4, probe_rounds=2, reprobe_after=4))
-
-        def auto():  # a fresh tuner for every prompt: its probing is part of the cost
-            autos.clear()
-            for p in prompts:
-                autos.append(speculative_generate(tparams, tc, dparams, dc, p, s, "auto"))
-
         shared_tuner = DraftTuner()  # one tuner for every prompt and run, as a server would keep it
-        shared = []
+        per = []  # per prompt: {variant: (tokens, median seconds, extra)}
+        for p in prompts:
+            res: dict = {}
 
-        def auto_shared():
-            shared.clear()
-            for p in prompts:
-                shared.append(speculative_generate(tparams, tc, dparams, dc, p, s, "auto", tuner=shared_tuner))
+            def plain(p=p):
+                jax.block_until_ready(decode(tparams, tc, start(tparams, tc, [p], s), s).lengths)
 
-        times = best_times({"plain": plain, "draft": draft_only, **{k: spec(k) for k in ks}, "auto": auto,
-                            "auto_shared": auto_shared}, repeats)
-        t_plain, t_draft = times["plain"], times["draft"]
-        step_s = t_plain / n_tokens
-        rows.append([temp, "-", "-", f"{n_tokens / t_plain:,.0f}", "1.00x", "1", "1.00", "-"])
-        print(f"T={temp}: plain {n_tokens / t_plain:,.0f} tok/s, draft alone {n_tokens / t_draft:,.0f} tok/s",
-              flush=True)
+            def draft_only(p=p):
+                jax.block_until_ready(decode(dparams, dc, start(dparams, dc, [p], s), s).lengths)
+
+            def spec(k, p=p):
+                def run():
+                    res[k] = jax.device_get(speculate(tparams, tc, dparams, dc, p, s, k)[1:])
+                return run
+
+            def auto(p=p):  # a fresh tuner for every prompt: its probing is part of the cost
+                res["auto"] = speculative_generate(tparams, tc, dparams, dc, p, s, "auto")
+
+            def auto_shared(p=p):
+                res["auto_shared"] = speculative_generate(tparams, tc, dparams, dc, p, s, "auto", tuner=shared_tuner)
+
+            times = median_times({"plain": plain, "draft": draft_only, **{k: spec(k) for k in ks}, "auto": auto,
+                                  "auto_shared": auto_shared}, repeats)
+            n_plain = int(generate_ids(tparams, tc, [p], s)[1][0])
+            per.append((times, n_plain, res))
+            if temp == 0:
+                want = generate_ids(tparams, tc, [p], s)[0][0, :n_plain].tolist()
+                summary["auto_exact"] = summary.get("auto_exact", True) and res["auto"].tokens == want
+            print(f"T={temp} prompt {SPEC_PROMPTS[len(per) - 1]!r}: plain {n_plain / times['plain']:,.0f} tok/s; "
+                  f"auto {len(res['auto'].tokens) / times['auto'] * times['plain'] / n_plain:.2f}x "
+                  f"{list(res['auto'].draft_lengths)}; kept {len(res['auto_shared'].tokens) / times['auto_shared'] * times['plain'] / n_plain:.2f}x",  # noqa: E501
+                  flush=True)
+
+        def speedup(name, tokens):
+            return float(np.median([tokens(r) / t[name] / (n / t["plain"]) for t, n, r in per]))
+
+        n_all = sum(n for _, n, _ in per)
+        t_plain = sum(t["plain"] for t, _, _ in per)
+        step_s = t_plain / n_all
+        rows.append([temp, "-", "-", f"{n_all / t_plain:,.0f}", "1.00x", "1", "1.00", "-"])
+        print(f"T={temp}: plain {n_all / t_plain:,.0f} tok/s, draft alone "
+              f"{n_all / sum(t['draft'] for t, _, _ in per):,.0f} tok/s", flush=True)
         for k in ks:
-            t = times[k]
-            n = sum(int(x[0]) for x in stats[k])
-            rounds = sum(int(x[1]) for x in stats[k])
-            acc = sum(int(x[2]) for x in stats[k]) / (k * rounds)
-            speedup = n / t * step_s
+            n = sum(int(r[k][0]) for _, _, r in per)
+            rounds = sum(int(r[k][1]) for _, _, r in per)
+            acc = sum(int(r[k][2]) for _, _, r in per) / (k * rounds)
+            t = sum(times[k] for times, _, _ in per)
+            up = speedup(k, lambda r, k=k: int(r[k][0]))
             round_cost = t / rounds / step_s  # one draft-and-verify round, in plain decode steps
-            rows.append([temp, k, f"{acc:.2f}", f"{n / t:,.0f}", f"{speedup:.2f}x", f"{n / rounds:.2f}",
+            rows.append([temp, k, f"{acc:.2f}", f"{n / t:,.0f}", f"{up:.2f}x", f"{n / rounds:.2f}",
                          f"{round_cost:.2f}", f"{(k + 1) / round_cost:.2f}x"])
-            if speedup > summary["best"][0]:
-                summary["best"] = (speedup, temp, k, acc)
+            if up > summary["best"][0]:
+                summary["best"] = (up, temp, k, acc)
             summary["bound"] = max(summary["bound"], (k + 1) / round_cost)
-            print(f"T={temp} k={k}: acceptance {acc:.2f}, {n / t:,.0f} tok/s, {speedup:.2f}x, "
+            print(f"T={temp} k={k}: acceptance {acc:.2f}, {n / t:,.0f} tok/s, {up:.2f}x, "
                   f"{n / rounds:.2f} tokens/round, round = {round_cost:.2f} steps", flush=True)
-        n = sum(len(r.tokens) for r in autos)
-        rounds, acc = sum(r.rounds for r in autos), sum(r.accepted for r in autos)
-        ratio = n / times["auto"] * step_s
-        summary["auto"][temp] = ratio
-        if temp == 0:
-            summary["auto_exact"] = all(r.tokens == generate_ids(tparams, tc, [p], s)[0][0, : len(r.tokens)].tolist()
-                                        and len(r.tokens) == int(generate_ids(tparams, tc, [p], s)[1][0])
-                                        for r, p in zip(autos, prompts))
-        chosen = sorted({k for r in autos for k in r.draft_lengths})
-        summary.setdefault("chosen", {})[temp] = [r.draft_lengths for r in autos]
-        rows.append([temp, "auto", f"{acc / max(sum(r.proposed for r in autos), 1):.2f}" if rounds else "-",
-                     f"{n / times['auto']:,.0f}", f"**{ratio:.2f}x**", "-", "-", f"chose {chosen}"])
-        print(f"T={temp} auto: {n / times['auto']:,.0f} tok/s, {ratio:.2f}x plain; segments "
-              f"{[r.draft_lengths for r in autos]}", flush=True)
-        n2 = sum(len(r.tokens) for r in shared)
-        ratio2 = n2 / times["auto_shared"] * step_s
-        summary.setdefault("auto_shared", {})[temp] = ratio2
-        used = sorted({k for r in shared for k in r.draft_lengths})
-        rows.append([temp, "auto, one tuner kept", f"{shared_tuner.acceptance:.2f}",
-                     f"{n2 / times['auto_shared']:,.0f}", f"**{ratio2:.2f}x**", "-", "-", f"chose {used}"])
-        print(f"T={temp} auto (kept tuner): {ratio2:.2f}x plain; history {shared_tuner.history[-12:]}", flush=True)
+        for name, label in (("auto", "auto"), ("auto_shared", "auto, one tuner kept")):
+            results = [r[name] for _, _, r in per]
+            n = sum(len(x.tokens) for x in results)
+            t = sum(times[name] for times, _, _ in per)
+            up = speedup(name, lambda r, name=name: len(r[name].tokens))
+            lo = min(x / (m / times["plain"]) for times, m, r in per for x in [len(r[name].tokens) / times[name]])
+            summary[name][temp] = up
+            summary.setdefault(name + "_min", {})[temp] = lo
+            proposed = sum(x.proposed for x in results)
+            acc = f"{sum(x.accepted for x in results) / proposed:.2f}" if proposed else "-"
+            used = sorted({k for x in results for k in x.draft_lengths})
+            rows.append([temp, label, acc, f"{n / t:,.0f}", f"**{up:.2f}x** (worst prompt {lo:.2f}x)", "-", "-",
+                         f"chose {used}"])
+            print(f"T={temp} {label}: {up:.2f}x plain (median over prompts; worst {lo:.2f}x); lengths "
+                  f"{[list(x.draft_lengths) for x in results]}", flush=True)
     table = markdown_table(["temperature", "draft length k", "acceptance", "tokens/s", "speedup",
                             "tokens per round", "round cost (plain steps)", "speedup if all accepted"], rows)
     cut = "" if (Path(target_run) / "summary.json").is_file() else (
@@ -486,15 +502,17 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
             f"2 heads, d_ff 256, same tokenizer and data, {draft_steps} steps (held-out loss {dv:.2f}), "
             f"{dc.num_params():,} parameters against the target's {tc.num_params():,}. Both trained with "
             f"`experiments.pretrain` on the embedded corpus. Batch 1, {new_tokens} new tokens after each of "
-            f"{len(prompts)} short prompts, no stop tokens. Acceptance = accepted / proposed draft tokens. "
+            f"{len(prompts)} short prompts, no stop tokens. For each prompt every row's method ran {repeats} "
+            f"times interleaved with the others (after a warm-up); a speedup is the median over prompts of that "
+            f"prompt's tokens/s (median time) over plain decoding's; tokens/s: all tokens over the summed median "
+            f"times. Acceptance = accepted / proposed draft tokens. "
             f"Round cost: the time of one draft-and-verify round (k + 1 draft steps, one k + 1 token target "
             f"pass) over one plain decode step; k + 1 over it is the speedup even a perfect draft would give. "
-            f"`auto`: `draft_len=\"auto\"` with a fresh `DraftTuner` for every prompt (so its probing is paid "
-            f"every time), which decodes in segments, plain or speculative with the k it predicts fastest from the "
-            f"costs and acceptance it has measured; its last column lists the draft lengths it used (0: plain). "
-            f"`auto, one tuner kept`: one `DraftTuner` for all prompts and runs at that temperature (as a server "
-            f"keeps it), so its measurements carry over and it probes again only after its back-off (acceptance: "
-            f"its estimate).\n\n"
+            f"`auto`: `draft_len=\"auto\"` with a fresh `DraftTuner` for every prompt and every run (cold start: "
+            f"its probing is paid every time), which decodes in segments, plain or speculative with the k it "
+            f"predicts fastest from the costs and acceptance it has measured; its last column lists the draft "
+            f"lengths it used (0: plain). `auto, one tuner kept`: one `DraftTuner` for all prompts and runs at "
+            f"that temperature (as a server keeps it), so its measurements carry over.\n\n"
             f"{table}\n")
     return text, summary
 
@@ -586,6 +604,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-smollm2", action="store_true")
     ap.add_argument("--requests", type=int, default=64, help="requests in the continuous-batching comparison")
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8], help="fixed draft lengths to time")
+    ap.add_argument("--spec-prompts", type=int, default=len(SPEC_PROMPTS), choices=range(1, len(SPEC_PROMPTS) + 1),
+                    metavar=f"1..{len(SPEC_PROMPTS)}", help="prompts in the speculative table")
     args = ap.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     new_tokens, naive_tokens = (32, 4) if args.quick else (NEW_TOKENS, 32)
@@ -642,7 +662,7 @@ def main(argv=None) -> int:
     if not args.skip_speculative:
         ks = (2, 4) if args.quick else tuple(args.ks)
         text, summary = speculative_table(repeats, args.target_steps, args.draft_steps, 48 if args.quick else 128,
-                                          ks, (0.0, 1.0))
+                                          ks, (0.0, 0.7, 1.0), 2 if args.quick else args.spec_prompts)
         best, temp, k, acc = summary["best"]
         met = best >= TARGET_SPEC_SPEEDUP
         emit("inference-speculative", "## Inference: speculative decoding (`python benchmarks/inference.py`)",
@@ -656,7 +676,9 @@ def main(argv=None) -> int:
                      f"speculative decoding relies on.\n\nTarget: `draft_len=\"auto\"` at least "
                      f"{TARGET_AUTO_VS_PLAIN}x plain decoding at every temperature: "
                      + ", ".join(f"{v:.2f}x at T={t}" for t, v in summary["auto"].items())
-                     + f" with a fresh tuner per prompt, **{met_auto(summary['auto'])}**; "
+                     + f" with a fresh tuner per prompt (median over prompts; worst single prompt "
+                     + ", ".join(f"{v:.2f}x" for v in summary["auto_min"].values())
+                     + f"), **{met_auto(summary['auto'])}**; "
                      + ", ".join(f"{v:.2f}x at T={t}" for t, v in summary["auto_shared"].items())
                      + f" with one tuner kept, **{met_auto(summary['auto_shared'])}**; "
                      f"greedy `auto` output equal to plain greedy decoding: "
