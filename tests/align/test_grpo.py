@@ -118,8 +118,8 @@ def test_train_grpo_loop_raises_reward_and_logs():
     task = LowBytesTask("low-bytes", prompt_template="{question}")
     problems = [{"question": f"q{i}", "answer": "0"} for i in range(8)]
     config = GRPOConfig(prompts_per_step=4, group_size=8, epochs=2, max_new_tokens=6,
-                        loss=PGLossConfig(length_norm="token", normalize_std=False), train=TrainConfig(steps=6, batch_size=16, eval_every=0, optim=OPTIM,
-                                                               log_every=1))
+                        loss=PGLossConfig(length_norm="token", normalize_std=False),
+                        train=TrainConfig(steps=6, batch_size=16, eval_every=0, optim=OPTIM, log_every=1))
     result = train_grpo(tiny.params(), tiny.CONFIG, tiny.tokenizer(), task, problems, config,
                         eval_problems=problems[:4], eval_batch_size=4, options=RunOptions(progress=False))
     result = {"history": result.history, "evals": evals(result.history)}

@@ -44,7 +44,8 @@ def run(run_dir, steps: int, staleness: int = 0, save_every: int = 2, epochs: in
 
     task = LowBytesTask("low-bytes", prompt_template="{question}")
     return train_grpo(stoppy_params(), tiny.CONFIG, tiny.tokenizer(), task, PROBLEMS,
-                      config(steps, staleness, save_every, epochs), run_dir, options=RunOptions(progress=False, **options))
+                      config(steps, staleness, save_every, epochs), run_dir,
+                      options=RunOptions(progress=False, **options))
 
 
 def records(history) -> dict:
