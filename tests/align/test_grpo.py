@@ -150,3 +150,26 @@ def test_grpo_config_validation():
         GRPOConfig(max_staleness=-1)
     assert GRPOConfig(prompts_per_step=4, group_size=8, epochs=2,
                       train=TrainConfig(steps=10, batch_size=16)).optimizer_steps == 40
+
+
+def test_loss_presets_and_flags(capsys):
+    from experiments.grpo import GRPORun
+    from experiments.grpo import main as grpo_main
+    from lm.align.policy_gradient import LOSS_PRESETS
+    from lm.config import parse_config
+
+    assert GRPOConfig().loss == PGLossConfig() and GRPOConfig().loss.length_norm == "token"
+    assert GRPOConfig(preset="dapo").loss == LOSS_PRESETS["dapo"]
+    c = GRPOConfig(preset="dapo", loss=PGLossConfig(cliprange_high=0.3))  # an explicit field wins
+    assert c.loss == dataclasses.replace(LOSS_PRESETS["dapo"], cliprange_high=0.3)
+    assert dataclasses.replace(c, epochs=2).loss == c.loss  # re-validating keeps it
+    g = parse_config(GRPORun, ["--init", "x", "--grpo.preset", "gspo", "--grpo.loss.kl_coef", "0.1"]).grpo
+    assert g.loss == dataclasses.replace(LOSS_PRESETS["gspo"], kl_coef=0.1)
+    g = parse_config(GRPORun, ["--init", "x", "--grpo.loss.length_norm", "sequence"]).grpo
+    assert g.loss == PGLossConfig(length_norm="sequence") and g.preset == ""
+    for argv, message in [(["--grpo.preset", "dapo", "--grpo.loss.dynamic_sampling", "false"],
+                           "--grpo.loss.dynamic_sampling false is PGLossConfig's default, which cannot override"),
+                          (["--grpo.length_norm", "token"], "--grpo.length_norm moved to --grpo.loss.length_norm"),
+                          (["--grpo.cliprange", "0.1"], "--grpo.cliprange moved to --grpo.loss.cliprange_low")]:
+        assert grpo_main(["--init", "x", *argv]) == 2
+        assert message in capsys.readouterr().err
