@@ -202,12 +202,25 @@ def _mmlu(config: EvalConfig, params, model_config, tokenizer, data: Path, fp: s
     examples = mmlu_examples(data, split, config.shots, config.mmlu_format, config.limit, config.subjects)
     settings = prompt_settings(config)
     keys = [record_key(fp, "mmlu", split, ex.meta["id"], settings) for ex in examples]
-    pending = [ex for ex, k in zip(examples, keys) if k not in log] if log is not None else examples
-    batch_size = _batch_size(config, params, model_config, lambda: choice_requests(tokenizer, pending), fp,
+    pending = [i for i, k in enumerate(keys) if log is None or k not in log]
+    encoded: dict[int, tuple] = {}  # example -> (request, shared length), tokenized once
+
+    def requests_of(idx):
+        todo = [i for i in idx if i not in encoded]
+        if todo:
+            reqs, shared = choice_requests(tokenizer, [examples[i] for i in todo])
+            encoded.update(zip(todo, zip(reqs, shared)))
+        return [encoded[i][0] for i in idx], [encoded[i][1] for i in idx]
+
+    batch_size = _batch_size(config, params, model_config, lambda: requests_of(pending), fp,
                              out_dir) if pending else 1
+    prefix_cache: dict = {}  # chunks cut a subject in two: its k-shot header is read once all the same
 
     def compute(idx, start):
-        r = evaluate_choices(params, model_config, tokenizer, [examples[i] for i in idx], batch_size)
+        r = evaluate_choices(params, model_config, tokenizer, [examples[i] for i in idx], batch_size,
+                             encoded=requests_of(idx), prefix_cache=prefix_cache)
+        for i in idx:
+            encoded.pop(i, None)
         for rec in r["records"]:
             rec["pred_letter"] = LETTERS[rec["pred"]]
         return r["records"]

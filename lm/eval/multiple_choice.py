@@ -64,13 +64,16 @@ def choice_requests(tokenizer, examples: Sequence[Choice]) -> tuple[list, list[i
     """(scoring requests, shared prefix lengths in tokens) for the examples. An example's shared length is
     where the tokens of its `shared` text and of its prompt part: a function of the example alone."""
     requests, shared = [], []
+    header: dict[str, list[int]] = {}  # a k-shot header is shared by many examples: encoded once
     for i, ex in enumerate(examples):
         ctx = encode(tokenizer, ex.prompt)
         conts = [_continuation(tokenizer, ex.prompt, ctx, c) for c in ex.choices]
         if not ctx or any(not c for c in conts):
             raise ValueError(f"example {i}: the prompt and every choice must encode to at least one token")
         requests.append((ctx, conts))
-        shared.append(min(_lcp(encode(tokenizer, ex.shared), ctx), len(ctx) - 1) if ex.shared else 0)
+        if ex.shared and ex.shared not in header:
+            header[ex.shared] = encode(tokenizer, ex.shared)
+        shared.append(min(_lcp(header[ex.shared], ctx), len(ctx) - 1) if ex.shared else 0)
     return requests, shared
 
 
@@ -92,19 +95,24 @@ def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def evaluate_choices(params, config: ModelConfig, tokenizer, examples: Sequence[Choice], batch_size: int = 8,
-                     progress: bool = False, desc: str = "multiple choice") -> dict:
+                     progress: bool = False, desc: str = "multiple choice", encoded: tuple | None = None,
+                     prefix_cache: dict | None = None) -> dict:
     """Score every choice of every example; returns {"acc", "acc_norm", "n", "records"}.
 
     Each record: prompt, choices, gold, pred, pred_norm, correct, correct_norm, logprobs, tokens. An
     example's numbers depend on it alone, not on the others evaluated with it (`lm.eval.scoring`) when
     the examples say what they share (`Choice.shared`); else shared prefixes are found over the set.
+    `encoded`: choice_requests(tokenizer, examples) if the caller has it already; `prefix_cache`: see
+    `score_continuations`.
     """
     if not examples:
         raise ValueError("no examples to evaluate")
-    requests, shared = choice_requests(tokenizer, examples)
+    requests, shared = encoded if encoded is not None else choice_requests(tokenizer, examples)
+    if len(requests) != len(examples) or len(shared) != len(examples):
+        raise ValueError(f"encoded holds {len(requests)} requests for {len(examples)} examples")
     explicit = any(ex.shared for ex in examples)
     scores = score_continuations(params, config, requests, batch_size, progress, desc,
-                                 shared_lens=shared if explicit else None)
+                                 shared_lens=shared if explicit else None, prefix_cache=prefix_cache)
     records = []
     for ex, sc in zip(examples, scores):
         lps = [s[0] for s in sc]

@@ -193,7 +193,8 @@ def _cont_width(conts: Sequence[Sequence[int]]) -> int:
 
 def score_continuations(params, config: ModelConfig, requests: Sequence[Request], batch_size: int = 8,
                         progress: bool = False, desc: str = "scoring", share_prefix: bool = True,
-                        shared_lens: Sequence[int] | None = None) -> list[list[tuple[float, int, bool]]]:
+                        shared_lens: Sequence[int] | None = None,
+                        prefix_cache: dict | None = None) -> list[list[tuple[float, int, bool]]]:
     """For each (context, continuations) request, one (log-prob sum, token count, greedy) per continuation.
 
     `greedy` says every continuation token was the model's argmax. Results come
@@ -201,7 +202,11 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
     requests (see the module docstring). With `share_prefix`, the first
     `shared_lens[i]` tokens of context i (default: `shared_lengths` over all
     contexts) are read once for every context that starts with the same ones;
-    a shared length under MIN_SHARED means none.
+    a shared length under MIN_SHARED means none. `prefix_cache` (a dict the
+    caller keeps for one model across calls) holds the last shared prefix
+    read, so a caller scoring a subject's questions chunk by chunk reads its
+    k-shot header once, not once per chunk (the same numbers: the same
+    program on the same tokens).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -233,11 +238,17 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
         prefix_ids, width, t, k = key
         if prefix_ids != prefix_key:
             prefix_key, segments = prefix_ids, ()
-            if prefix_ids:
+            cache_key = (id(params), config, prefix_ids)
+            if prefix_ids and prefix_cache is not None and cache_key in prefix_cache:
+                segments = prefix_cache[cache_key]
+            elif prefix_ids:
                 n = len(prefix_ids)
                 prefix = np.zeros((1, _round_up(n, 1, least=256)), np.int32)
                 prefix[0, prefix.shape[1] - n:] = prefix_ids
                 segments = (programs["_read_prefix"](params, prefix, np.int32(n), config=config),)
+                if prefix_cache is not None:  # one entry: a k-shot header's key/values are tens of MB
+                    prefix_cache.clear()
+                    prefix_cache[cache_key] = segments
         start = len(prefix_ids)
         members = groups[key]
         for s in range(0, len(members), batch_size):
@@ -253,8 +264,10 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
                 own = ctxs[i][start:]
                 rest[r, width - len(own):], rest_len[r] = own, len(own)
             last, seg = programs["_read_rows"](params, rest, rest_len, np.int32(start), segments, config=config)
-            lps, greedy = programs["_score_choices"](params, (*segments, seg), last, start + rest_len, cont,
-                                                     cont_len, config=config)
+            # Single-token answers need only `last`: no segments, so one compiled program serves every width.
+            context = (*segments, seg) if t > 1 else ()
+            lps, greedy = programs["_score_choices"](params, context, last, start + rest_len, cont, cont_len,
+                                                     config=config)
             lps, greedy = jax.device_get((lps, greedy))
             for r, i in enumerate(idx):
                 out[i] = [(float(lps[r, j]), int(cont_len[r, j]), bool(greedy[r, j]))

@@ -55,3 +55,27 @@ def test_scores_are_bitwise_independent_of_batch_size_and_neighbours(model, shar
     else:
         shared = _lps(score_continuations(params, c, reqs, batch_size=8, shared_lens=lens))
         np.testing.assert_allclose(shared, by_batch[0], rtol=0, atol=2e-5)  # prefix as a separate part: not bitwise
+
+
+def test_prefix_cache_reads_a_header_once_across_calls(model, monkeypatch):
+    """Scoring in chunks with one prefix_cache (as experiments.eval does) reads each shared prefix once per run of
+    chunks that use it, and gives the numbers of scoring everything at once, bitwise."""
+    from lm.eval import scoring
+
+    params, c = model
+    reqs = _requests(0, 24)
+    lens = shared_lengths([r[0] for r in reqs])
+    order = sorted(range(len(reqs)), key=lambda i: (lens[i] == 0, reqs[i][0][:lens[i]]))  # by header, as MMLU
+    whole = _lps(score_continuations(params, c, reqs, batch_size=8, shared_lens=lens))
+    programs = scoring._programs()
+    reads = []
+    read_prefix = programs["_read_prefix"]
+    monkeypatch.setitem(programs, "_read_prefix", lambda *a, **k: reads.append(1) or read_prefix(*a, **k))
+    cache: dict = {}
+    chunked = np.zeros_like(whole)
+    for s in range(0, 24, 5):  # chunks of 5 cut each header's 8 requests in two
+        idx = order[s: s + 5]
+        chunked[idx] = _lps(score_continuations(params, c, [reqs[i] for i in idx], batch_size=8,
+                                                shared_lens=[lens[i] for i in idx], prefix_cache=cache))
+    assert len(reads) == 2 and len(cache) == 1  # two headers, each read once; only the last one kept
+    assert np.array_equal(chunked, whole)
