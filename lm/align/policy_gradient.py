@@ -34,7 +34,7 @@ TRUNCATION_MODES = ("none", "mask", "penalty")
 
 @dataclasses.dataclass(frozen=True)
 class PGLossConfig:
-    """Every option of the policy-gradient loss; field names match `GRPOConfig` where it has them.
+    """Every option of the policy-gradient loss: `GRPOConfig.loss` (flags `--grpo.loss.<field>`).
 
     loss_type       one of LOSS_TYPES.
     length_norm     how per-token losses become one number (`aggregate_loss`): "token" (DAPO, and TRL's
@@ -56,10 +56,11 @@ class PGLossConfig:
     max_sampling_tries  rollout rounds per step at most when refilling (the batch is topped up with
                     dropped groups, which carry zero advantage, if still short).
 
-    The train step (`lm.align.grpo.grpo_train_step(..., loss=)`) applies loss_type, length_norm,
+    The train step (`lm.align.grpo.grpo_train_step`, reading config.loss) applies loss_type, length_norm,
     norm_constant, the clip ranges, kl_coef and truncation="mask" (from batch["truncated"]); the rollout
-    loop applies normalize_std (`group_advantages`), truncation="penalty" (`shape_rewards`, before the
-    advantages) and dynamic_sampling (`lm.align.dynamic_sampling.fill_groups`).
+    loop (`lm.align.grpo_loop`) applies normalize_std (`group_advantages`), truncation="penalty"
+    (`shape_rewards`, before the advantages), "mask"'s batch["truncated"] (the rollout's ~stopped) and
+    dynamic_sampling (`lm.align.dynamic_sampling.fill_groups`).
     """
 
     loss_type: str = "grpo_clip"
