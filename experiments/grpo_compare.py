@@ -364,7 +364,19 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
     machines = sorted({x[2] for x in prov})
     dates = sorted({x[3] for x in prov})
     n = config.n_eval
-    intro = (f"{len(config.seeds)} seeds; at each token count a run's accuracy is that of its last evaluation made "
+    g = config.grpo
+    variants = "; ".join(f"`{v}`: {_loss_text(config, v)}" for v in config.variants)
+    setup = (f"## GRPO variants at an equal budget of generated tokens (`python -m experiments.grpo_compare`)\n\n"
+             f"Every variant starts from the same policy per task and seed (our {config.d_model}-wide, "
+             f"{config.n_layers}-layer byte model: {config.pretrain_steps} Muon pretraining steps on the task's text, "
+             f"then {config.sft_steps} SFT steps) and sees the same prompts and sampling seeds: "
+             f"{g.prompts_per_step} prompts x {g.group_size} samples per rollout step at T={g.temperature:g}, "
+             f"optimizer batch {g.train.batch_size}, lr {g.train.optim.lr:g} constant, no KL. Each run stops once it "
+             f"has generated {config.token_budget:,} response tokens (dynamic sampling's extra rounds counted). "
+             f"Variants (`LOSS_PRESETS`): {variants}. Tasks: arithmetic (2-digit sums, reversed digits, 5-token "
+             f"answers); countdown with {COUNTDOWN_NUMBERS} numbers from 1 to {COUNTDOWN_MAX} (`3,7,5:22=` -> an "
+             f"expression, {TASKS['countdown'].max_new_tokens}-token answers).\n\n")
+    intro = setup + (f"{len(config.seeds)} seeds; at each token count a run's accuracy is that of its last evaluation made "
              f"after at most that many generated tokens (evaluations every {config.grpo.train.eval_every} rollout "
              f"steps); \"start\" is the shared starting policy (SFT). Intervals: mean ± t(0.975, n-1)·sd/√n over "
              "seeds; a \"- grpo\" row is the paired per-seed difference (same starting policy, prompts and "
@@ -374,6 +386,19 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
             f"{', '.join(dates)}" + (f", 1-minute load {min(loads):.1f}-{max(loads):.1f} at the runs' starts"
                                     if loads else "") + ".\n")
     return intro + "\n" + "\n".join(out) + "\n" + foot
+
+
+def _loss_text(config: CompareConfig, variant: str) -> str:
+    loss = LOSS_PRESETS[variant]
+    parts = [loss.loss_type, f"{loss.length_norm} aggregation", "std-normalised advantages" if loss.normalize_std
+             else "no std", f"clip [{loss.cliprange_low:g}, {loss.cliprange_high:g}]"]
+    if loss.dynamic_sampling:
+        parts.append(f"dynamic sampling (up to {loss.max_sampling_tries} rounds)")
+    if loss.truncation != "none":
+        caches = ", ".join(f"{t} {TASKS[t].overlong_cache}" for t in config.tasks)
+        parts.append(f"overlong {loss.truncation} (ramp of {caches} tokens)" if loss.truncation == "penalty"
+                     else f"truncation {loss.truncation}")
+    return ", ".join(parts)
 
 
 def plot(config: CompareConfig, results: list[dict], path: Path) -> Path:

@@ -105,6 +105,53 @@ def test_variants_differ_only_in_their_loss_options():
     assert configs["dapo"].loss.dynamic_sampling and not configs["grpo"].loss.dynamic_sampling
 
 
+def test_a_run_trains_in_resumed_chunks_until_its_budget_and_is_reused(tmp_path, monkeypatch):
+    """run_variant's budget loop against a stand-in train_grpo that logs what a run of `steps` steps would:
+    answers of 3 or 4 tokens, and for DAPO 1-3 sampling rounds per step."""
+    import experiments.grpo_compare as gc
+    import lm.align.checkpoint
+    import lm.align.grpo_loop
+
+    calls = []
+
+    def fake_train_grpo(params, model, tok, task, train, grpo, run_dir, *, eval_problems, eval_batch_size, options):
+        path = run_dir / "grpo_metrics.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if options.resume else []
+        assert options.resume != options.overwrite  # the first chunk starts afresh, the others continue
+        start = max((r["step"] for r in rows), default=0)
+        calls.append((start, grpo.train.steps, grpo.train.save_every))
+        if not rows:
+            rows.append({"step": 0, "eval_accuracy": 0.25})
+        for k in range(start + 1, grpo.train.steps + 1):
+            rows.append({"step": k, "response_tokens": 3.0 + k % 2, "tries": 1 + (k % 3 if grpo.loss.dynamic_sampling
+                                                                                   else 0)})
+            if k % grpo.train.eval_every == 0 or k == grpo.train.steps:
+                rows.append({"step": k, "eval_accuracy": 0.25 + k / 1000})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    monkeypatch.setattr(gc, "starting_policy", lambda config, task, seed: tmp_path / "start")
+    monkeypatch.setattr(lm.align.checkpoint, "load_policy", lambda path: (None, None, None))
+    monkeypatch.setattr(lm.align.grpo_loop, "train_grpo", fake_train_grpo)
+    config = CompareConfig(tasks=("arithmetic",), token_budget=20_000, n_train=100, out=str(tmp_path))
+    rollout = config.grpo.rollout_size
+    for variant in ("grpo", "dapo"):
+        calls.clear()
+        r = gc.run_variant(config, "arithmetic", 0, variant)
+        per_step = [(3.0 + k % 2) * rollout * (1 + (k % 3 if variant == "dapo" else 0)) for k in range(1, 100)]
+        cum = np.cumsum(per_step)
+        assert 20_000 <= r["tokens"] == cum[r["steps"] - 1]  # every generated token counted, budget reached
+        assert r["tokens"] - 20_000 < 3 * max(per_step)  # and stopped soon after it (chunks end near the budget)
+        assert len(calls) >= 2 and calls[0][0] == 0 and all(b[0] == a[1] for a, b in zip(calls, calls[1:]))
+        assert all(save == steps for _, steps, save in calls)  # a checkpoint at each chunk's end, to resume from
+        last = max(c["step"] for c in r["curve"] if c["tokens"] <= 20_000)
+        assert accuracy_at(r["curve"], 20_000) == 0.25 + last / 1000 and cum[last - 1] <= 20_000 < cum[last + 4]
+    assert gc.run_variant(dataclasses.replace(config, run=False), "arithmetic", 0, "dapo") == r
+    with pytest.raises(ValueError, match="another config"):
+        gc.run_variant(dataclasses.replace(config, token_budget=30_000), "arithmetic", 0, "dapo")
+
+
+@pytest.mark.slow
 def test_tiny_comparison_end_to_end(tmp_path):
     """Starting policy, two variants to a small token budget (in chunks), result files, table, plot, and a
     second call that reuses every piece."""
