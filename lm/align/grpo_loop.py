@@ -20,8 +20,10 @@ being the parameters at the start of step j, and `old_log_probs` (the ratio's de
 behaviour policy's. With `async_rollouts` the rollout of step t + 1 runs in a background thread
 while step t trains; which parameters it uses is fixed by the step index, so the thread changes
 timings only. On a 2-core CPU the two compete for the same cores (XLA already spreads one step
-over both), so the overlap buys little there; it pays when rollouts and training have their own
-devices or when rollouts wait on the host (tokenising, scoring).
+over both), so the overlap buys little there: on the arithmetic policy (d_model 64, 16 x 16
+rollouts, k = 1, a shared machine at load ~14) the rollout wait went from 0.10-0.15 s to 0 and the
+median step from 0.55 s to 0.45 s, but the two repetitions gave ratios 0.70 and 0.96, inside the
+noise. It pays when rollouts and training have their own devices or when rollouts wait on the host.
 """
 
 from __future__ import annotations
