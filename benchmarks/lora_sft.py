@@ -19,7 +19,6 @@ greedy accuracy are on 200 test problems, with LoRA's adapters merged (`plan.pol
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import statistics
