@@ -70,7 +70,8 @@ def provenance(repo: Path = Path(__file__).resolve().parent.parent) -> dict:
     except (OSError, StopIteration):
         pass
     return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
-            "dirty": None if changed is None else [line[3:] for line in changed.splitlines()],
+            # git() strips the output, and with it the first line's leading status column: split, not slice.
+            "dirty": None if changed is None else [line.split(maxsplit=1)[1] for line in changed.splitlines()],
             "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
                        f"Python {platform.python_version()}",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
