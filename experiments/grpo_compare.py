@@ -335,34 +335,33 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
         out.append(f"**{task_name}**, held-out greedy accuracy (%) on {config.n_eval} problems\n")
         head = "| variant | tokens | start | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% t-interval |"
         out += [head, "|---|---|---|" + "---|" * (len(seeds) + 2)]
-        for mark in (half, marks[-1]):
+        def acc(v, s, mark):  # mark None: the mean over every token count of the table's plot
+            if mark is None:
+                return sum(100 * accuracy_at(rows[v, s]["curve"], m) for m in marks) / len(marks)
+            return 100 * accuracy_at(rows[v, s]["curve"], mark)
+
+        for mark in (half, marks[-1], None):
+            label = f"{mark:,}" if mark else f"mean of {len(marks)}"
             for v in variants:
-                acc = [100 * accuracy_at(rows[v, s]["curve"], mark) for s in seeds]
+                a = [acc(v, s, mark) for s in seeds]
                 start = _interval([100 * rows[v, s]["curve"][0]["accuracy"] for s in seeds], False)[0]
-                out.append(f"| {v} | {mark:,} | {start} | " + " | ".join(f"{a:.1f}" for a in acc) + " | " +
-                           " | ".join(_interval(acc, False)) + " |")
-            if "grpo" in variants:
-                for v in variants:
-                    if v == "grpo":
-                        continue
-                    diff = [100 * (accuracy_at(rows[v, s]["curve"], mark) - accuracy_at(rows["grpo", s]["curve"], mark))
-                            for s in seeds]
-                    out.append(f"| {v} - grpo | {mark:,} | | " + " | ".join(f"{d:+.1f}" for d in diff) + " | " +
-                               " | ".join(_interval(diff, True)) + " |")
+                out.append(f"| {v} | {label} | {start} | " + " | ".join(f"{x:.1f}" for x in a) + " | " +
+                           " | ".join(_interval(a, False)) + " |")
+            for v in [v for v in variants if v != "grpo" and "grpo" in variants]:
+                diff = [acc(v, s, mark) - acc("grpo", s, mark) for s in seeds]
+                out.append(f"| {v} - grpo | {label} | | " + " | ".join(f"{d:+.1f}" for d in diff) + " | " +
+                           " | ".join(_interval(diff, True)) + " |")
         secs = {v: sum(rows[v, s]["seconds"] for s in seeds) / len(seeds) for v in variants}
         steps = {v: sum(rows[v, s]["steps"] for s in seeds) / len(seeds) for v in variants}
         out.append("\nRollout steps to the budget (mean over seeds): " +
                    ", ".join(f"{v} {steps[v]:.0f}" for v in variants) +
                    "; wall seconds per run (mean): " + ", ".join(f"{v} {secs[v]:.0f}" for v in variants) + ".\n")
-    prov = []
-    for r in sorted(results, key=lambda r: (r["task"], r["seed"], r["variant"])):
-        p = r["provenance"]
-        dirty = "unknown" if p["dirty"] is None else ("clean" if not p["dirty"] else "dirty: " + ", ".join(p["dirty"]))
-        prov.append((p["commit"], dirty, p["machine"], p["date"][:10], p.get("load")))
-    commits = sorted({(c, d) for c, d, *_ in prov})
-    loads = [x[4] for x in prov if x[4] is not None]
-    machines = sorted({x[2] for x in prov})
-    dates = sorted({x[3] for x in prov})
+    provs = [r["provenance"] for r in results]
+    commits = sorted({p["commit"] for p in provs})
+    dirty = sorted({f for p in provs for f in (p["dirty"] or [])})
+    loads = [p["load"] for p in provs if p.get("load") is not None]
+    machines = sorted({p["machine"] for p in provs})
+    dates = sorted({p["date"] for p in provs})
     n = config.n_eval
     g = config.grpo
     variants = "; ".join(f"`{v}`: {_loss_text(config, v)}" for v in config.variants)
@@ -376,15 +375,17 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
              f"Variants (`LOSS_PRESETS`): {variants}. Tasks: arithmetic (2-digit sums, reversed digits, 5-token "
              f"answers); countdown with {COUNTDOWN_NUMBERS} numbers from 1 to {COUNTDOWN_MAX} (`3,7,5:22=` -> an "
              f"expression, {TASKS['countdown'].max_new_tokens}-token answers).\n\n")
-    intro = setup + (f"{len(config.seeds)} seeds; at each token count a run's accuracy is that of its last evaluation made "
-             f"after at most that many generated tokens (evaluations every {config.grpo.train.eval_every} rollout "
+    intro = setup + (f"{len(config.seeds)} seeds; at each token count a run's accuracy is that of its last evaluation "
+             f"made after at most that many generated tokens (evaluations every {config.grpo.train.eval_every} rollout "
              f"steps); \"start\" is the shared starting policy (SFT). Intervals: mean ± t(0.975, n-1)·sd/√n over "
              "seeds; a \"- grpo\" row is the paired per-seed difference (same starting policy, prompts and "
              f"sampling seeds). One accuracy on {n} problems has a binomial standard error of about "
              f"{100 * math.sqrt(0.25 / n):.1f} points at 50%.\n")
-    foot = ("Produced by commit " + ", ".join(f"`{c}` ({d})" for c, d in commits) + f" on {'; '.join(machines)}, "
-            f"{', '.join(dates)}" + (f", 1-minute load {min(loads):.1f}-{max(loads):.1f} at the runs' starts"
-                                    if loads else "") + ".\n")
+    foot = (f"Produced by commit{'s' if len(commits) > 1 else ''} " + ", ".join(f"`{c}`" for c in commits) +
+            (" with uncommitted changes (other work in the shared tree) to " + ", ".join(dirty) if dirty else
+             " (clean)") + f", on {'; '.join(machines)}, runs started {dates[0]} to {dates[-1]}" +
+            (f", 1-minute load {min(loads):.1f}-{max(loads):.1f} at their starts" if loads else "") +
+            f", XLA_FLAGS={provs[0].get('xla_flags') or '(unset)'}.\n")
     return intro + "\n" + "\n".join(out) + "\n" + foot
 
 

@@ -67,6 +67,8 @@ def test_table_gives_means_t_intervals_and_paired_differences_from_grpo():
                    f"[{np.mean(diff) - half:+.1f}, {np.mean(diff) + half:+.1f}] |")
     assert "| grpo | 500 | 30.0 | 40.0 | 30.0 | 50.0 | 40.0 |" in "\n".join(lines)  # the half-budget rows
     assert "`abc1234` (clean)" in lines[-1] and "load 3.0-3.0" in lines[-1]
+    mean_row = [x for x in lines if x.startswith("| dapo - grpo | mean of 2 |")][0]
+    assert mean_row.startswith("| dapo - grpo | mean of 2 | | +3.0 | +6.0 | +0.5 | +3.2 | [")  # over 500 and 1000
 
 
 def test_section_is_appended_once_then_replaced_leaving_the_rest(tmp_path):
