@@ -17,12 +17,13 @@ than plain decoding:
 - it starts plain (that measures the cost speculation has to beat), then probes the cheapest length
   for a few rounds: a round emits at least one token, so a losing probe costs at most
   `probe_rounds` x (round cost - one plain step);
-- it climbs one length at a time, and only while speculation is winning and the next length's
-  optimistic prediction beats the best measured one. The prediction uses a lower bound on the untried
-  round's cost, linear in k from a shorter measured length j: a round is k + 1 draft steps and a
-  (k + 1)-token target pass, so cost(k) - plain >= (cost(j) - plain) (k + 1) / (j + 1) for j < k
-  when those costs grow at least linearly in the tokens read (a target pass that costs the same for
-  any short length, as on a GPU, only makes the bound looser);
+- it climbs one length at a time, only while the next length's optimistic prediction beats both plain
+  decoding (by the margin) and the best measured length. The prediction takes the acceptance rate
+  measured so far and a lower bound on the untried round's cost: at least the longest shorter measured
+  round, and the line through the two longest shorter measured rounds extended to k (a round is a
+  fixed cost plus k + 1 draft steps and a (k + 1)-token target pass; a target pass that costs the
+  same for any short length, as on a GPU, only makes the bound looser). A high acceptance rate thus
+  moves on to longer drafts even when the cheapest one only breaks even, and a low one stops early;
 - after speculation loses, it decodes plainly for `reprobe_after` tokens before probing again (the
   text, and with it the acceptance rate, can change), twice as long after each further loss.
 """
@@ -37,7 +38,7 @@ class DraftTuner:
     ks: tuple[int, ...] = (1, 2, 3, 4, 6, 8)  # draft lengths it may use
     plain_segment: int = 16  # tokens per plain segment (the first one measures the cost to beat)
     probe_rounds: int = 4  # rounds per probe of a draft length
-    reprobe_after: int = 64  # plain tokens before speculation is tried again (doubles after each further loss)
+    reprobe_after: int = 128  # plain tokens before speculation is tried again (doubles after each further loss)
     margin: float = 0.03  # speculation must be predicted this much faster than plain decoding to be used
     plain_time: float = 0.0
     plain_tokens: int = 0
@@ -75,15 +76,17 @@ class DraftTuner:
         return (1 - a ** (k + 1)) / (1 - a)
 
     def round_cost(self, k: int) -> tuple[float, bool]:
-        """(seconds per round, measured?): measured, or the linear lower bound from shorter measured lengths
-        (at least a plain step)."""
+        """(seconds per round, measured?): measured, or a lower bound: at least a plain step and the longest
+        shorter measured length's round, and, from two shorter measured lengths, their cost line extended
+        to k (a round is a fixed cost plus k + 1 draft steps and a (k + 1)-token target pass)."""
         if self.rounds.get(k):
             return self.round_time[k] / self.rounds[k], True
-        plain = self.plain_time / self.plain_tokens
-        bounds = [plain + (self.round_time[j] / self.rounds[j] - plain) * (k + 1) / (j + 1)
-                  for j in self.ks if j < k and self.rounds.get(j)]
-        return max([plain, *bounds]), False
-
+        shorter = [(j, self.round_time[j] / self.rounds[j]) for j in self.ks if j < k and self.rounds.get(j)]
+        bound = max([self.plain_time / self.plain_tokens, *(c for _, c in shorter)])
+        if len(shorter) >= 2:
+            (i, ci), (j, cj) = shorter[-2:]
+            bound = max(bound, cj + max(0.0, (cj - ci) / (j - i)) * (k - j))
+        return bound, False
     def speed(self, k: int) -> tuple[float, bool]:
         """(predicted tokens per second of length k, measured?); an upper bound when not measured."""
         cost, measured = self.round_cost(k)
@@ -107,17 +110,20 @@ class DraftTuner:
         if not self.plain_tokens:
             return self._pick(0)
         best, best_speed = self.best()
-        if self.winning():  # keep the best, or climb to the next length if it might win by more
-            tried = max(k for k in self.ks if self.rounds.get(k))
-            longer = [k for k in self.ks if k > tried]
-            if longer and self.speed(longer[0])[0] > best_speed:
-                return self._pick(longer[0])
-            return self._pick(best)
-        if self.since_probe is None:  # the first probe: the cheapest length
+        tried = [k for k in self.ks if self.rounds.get(k)]
+        if not tried and self.since_probe is None:  # the first probe: the cheapest length
             return self._pick(self.ks[0])
-        if self.since_probe < self.backoff:
+        # Climb to the next length while its optimistic prediction beats both plain decoding and the best
+        # measured length (a high acceptance rate makes a longer draft pay even when a shorter one does not).
+        longer = [k for k in self.ks if tried and k > max(tried)]
+        bar = max(best_speed, self.plain_speed * (1 + self.margin))
+        if longer and self.speed(longer[0])[0] > bar:
+            return self._pick(longer[0])
+        if self.winning():
+            return self._pick(best)
+        if self.since_probe is not None and self.since_probe < self.backoff:
             return self._pick(0)
-        return self._pick(best or self.ks[0])  # probe again the length that did best
+        return self._pick(best or self.ks[0])  # probe again the length that did best (the text may have changed)
 
     def _pick(self, k: int) -> int:
         self.history.append(k)

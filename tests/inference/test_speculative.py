@@ -141,15 +141,22 @@ def test_draft_tuner_turns_a_losing_draft_off_and_keeps_a_winning_one():
         spec.DraftTuner(margin=-1)
 
 
-def test_draft_tuner_does_not_probe_a_length_its_linear_cost_bound_rules_out():
-    """Acceptance 0.6: length 1 wins a little (1.6 tokens per 1.4 s round), length 2 does not (1.96 per 1.9 s).
-    A round's cost grows at least linearly in k, so length 4 costs at least 1 + 0.9 * 5/3 = 2.5 s and emits
-    2.31 tokens: not worth a probe (the bound "at least as much as length 2", 1.9 s, would have probed it)."""
+def test_draft_tuner_climbs_while_a_longer_draft_may_pay_and_stops_where_the_cost_line_says_not():
+    """Plain tokens cost 1 s. Acceptance 0.6: length 1 wins a little (1.6 tokens per 1.4 s round), so 2 is
+    probed, and loses (1.96 per 1.9 s). The line through the two round costs puts length 4 at >= 2.9 s for
+    2.31 tokens: not worth a probe (the bound "at least length 2's round", 1.9 s, would have probed it)."""
     t = spec.DraftTuner(ks=(1, 2, 4))
     t.observe_plain(16.0, 16)
     assert t.choose() == 1
     t.observe_rounds(1, 8 * 1.4, 8, accepted=5, rejected=3)
-    assert t.acceptance == pytest.approx(0.6) and t.choose() == 2  # 2's bound: 1.96 tokens per >= 1.6 s
+    assert t.acceptance == pytest.approx(0.6) and t.choose() == 2
     t.observe_rounds(2, 5 * 1.9, 5, accepted=6, rejected=4)
-    assert t.acceptance == pytest.approx(0.6) and t.round_cost(4) == (pytest.approx(2.5), False)
+    assert t.acceptance == pytest.approx(0.6) and t.round_cost(4) == (pytest.approx(2.9), False)
     assert t.choose() == 1 and 4 not in t.history
+    # Acceptance 0.95: length 1 does not even break even (1.95 tokens per 2.1 s round), but length 2 may
+    # (2.85 tokens per >= 2.1 s), so it is probed at once rather than after the back-off.
+    hi = spec.DraftTuner(ks=(1, 2, 4))
+    hi.observe_plain(16.0, 16)
+    assert hi.choose() == 1
+    hi.observe_rounds(1, 20 * 2.1, 20, accepted=18, rejected=0)
+    assert not hi.winning() and hi.choose() == 2
