@@ -18,7 +18,7 @@ lm-evaluation-harness), so that context + continuation fits.
 
 **A row's score never depends on its neighbours** (bitwise, on CPU): not on
 the batch size, not on which other requests share its batch, not on their
-lengths. Three things make that hold:
+lengths. Four things make that hold:
 - every width a row is padded to (its shared prefix, its own rest, its
   continuations) is a function of that row alone, and rows are batched only
   with rows of the same widths; a float sum over 80 padded keys is not the
@@ -29,7 +29,13 @@ lengths. Three things make that hold:
 - on CPU these programs compile without YNNPACK (XLA's own Eigen matmuls):
   YNNPACK picks its kernels by matrix size, so a row's rounding changed
   with the number of rows in its batch (measured: 1-2 rows vs 3+, and a
-  one-row continuation pass vs eight). The speed is the same within noise.
+  one-row continuation pass vs eight). The speed is the same within noise;
+- inside a program the rows run one at a time (`lax.map`), so every matmul
+  has one row's shape: Eigen's blocking, too, depends on the matrix size,
+  and at SmolLM2's widths a batch of 8 rows read as one [8 * t, d] matrix
+  rounded differently from one row (1.3e-5 in a log-prob; at d_model 32 the
+  two happened to agree, which is how the earlier test missed it). A pass
+  over a batch of 8 costs about 5% more this way (one contended measurement).
 Widths come in few sizes (prefix: powers of two from 256; rest: two per
 octave from 64; continuations: powers of two from 8; rows: the batch size or
 a power of two below it), so a benchmark compiles tens of shapes, not hundreds.
@@ -125,11 +131,41 @@ def _read_prefix(params, prefix, prefix_len, *, config: ModelConfig) -> Segment:
     return run(params, config, prefix, pos, valid, logits="none")[1]
 
 
+def _per_row(fn, xs, segments: tuple[Segment, ...]):
+    """fn(row's xs, segments of that row alone) for each row, one row at a time (`lax.map`), so that every
+    matmul has the shape of one row whatever the batch size: XLA's CPU kernels pick their blocking (and so
+    their rounding) by matrix size, and a batch of 8 rows read as one [8 * t, d] matrix rounds differently
+    from one row (measured: up to 1.3e-5 in a log-prob on SmolLM2-135M). Segments of one row are shared by
+    every row; per-row segments [layers, b, ...] are sliced."""
+    shared = tuple(i for i, seg in enumerate(segments) if seg.k.shape[1] == 1)
+    own = [seg for i, seg in enumerate(segments) if i not in shared]
+    own_xs = [(jnp.swapaxes(seg.k, 0, 1), jnp.swapaxes(seg.v, 0, 1), seg.pos, seg.valid) for seg in own]
+
+    def one(args):
+        x, parts = args
+        it = iter(parts)
+        segs = tuple(segments[i] if i in shared else
+                     Segment(*(lambda k, v, p, m: (k[:, None], v[:, None], p[None], m[None]))(*next(it)))
+                     for i in range(len(segments)))
+        return fn(x, segs)
+
+    return jax.lax.map(one, (xs, own_xs))
+
+
 def _read_rows(params, rows, rows_len, start, segments, *, config: ModelConfig):
     """Each row's context (or its rest after a shared prefix of `start` tokens): rows int32 [b, W]
     left-padded, rows_len [b]. Returns (last logits float32 [b, vocab], the rows' segment)."""
-    pos, valid = _left_padded(rows_len, rows.shape[1], start)
-    return run(params, config, rows, pos, valid, segments, logits="last")
+    width = rows.shape[1]
+
+    def one(x, segs):
+        toks, n = x
+        pos, valid = _left_padded(n[None], width, start)
+        last, seg = run(params, config, toks[None], pos, valid, segs, logits="last")
+        return last[0], seg
+
+    last, seg = _per_row(one, (rows, rows_len), segments)  # seg fields [b, layers, 1, W, ...] / [b, 1, W]
+    return last, Segment(jnp.swapaxes(seg.k[:, :, 0], 0, 1), jnp.swapaxes(seg.v[:, :, 0], 0, 1), seg.pos[:, 0],
+                         seg.valid[:, 0])
 
 
 def _score_choices(params, segments, last, ctx_len, cont, cont_len, *, config: ModelConfig):
@@ -147,7 +183,11 @@ def _score_choices(params, segments, last, ctx_len, cont, cont_len, *, config: M
         if t == 1:  # single-token continuations: the context's last logits are all we need
             pred = last[:, None]
         else:
-            logits, _ = run(params, config, toks, ctx_len[:, None] + steps, keep, segments)
+            def one(x, segs):  # one row at a time, as in _read_rows
+                tok, kp, m = x
+                return run(params, config, tok[None], kp[None], m[None], segs)[0][0]
+
+            logits = _per_row(one, (toks, ctx_len[:, None] + steps, keep), segments)
             pred = jnp.concatenate([last[:, None], logits[:, :-1]], axis=1)
         lp, greedy = _token_logprobs(pred, toks)
         return jnp.sum(jnp.where(keep, lp, 0.0), axis=1), jnp.all(greedy | ~keep, axis=1)

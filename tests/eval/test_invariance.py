@@ -79,3 +79,19 @@ def test_prefix_cache_reads_a_header_once_across_calls(model, monkeypatch):
                                                 shared_lens=[lens[i] for i in idx], prefix_cache=cache))
     assert len(reads) == 2 and len(cache) == 1  # two headers, each read once; only the last one kept
     assert np.array_equal(chunked, whole)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="bitwise invariance is promised on CPU")
+def test_invariance_holds_at_realistic_widths():
+    """At d_model 32 every batch size happens to round alike; at d_model 384 (heads of 64, as in SmolLM2)
+    a batch of 8 rows read as one matrix rounded differently from one row (up to 7.6e-6 here, 1.3e-5 on
+    SmolLM2-135M), which is why the scorer runs rows one at a time inside its programs."""
+    c = config(context_length=256, n_layers=1, sliding_window=0, d_model=384, n_heads=6, n_kv_heads=3, d_ff=768)
+    params = random_params(c, 3, scale=0.05)
+    rng = np.random.default_rng(0)
+    head = rng.integers(0, 257, 100).tolist()
+    reqs = [(head + rng.integers(0, 257, rng.integers(70, 120)).tolist(),
+             [rng.integers(0, 257, rng.integers(2, 9)).tolist() for _ in range(4)]) for _ in range(8)]
+    lens = shared_lengths([r[0] for r in reqs])
+    one, eight = (_lps(score_continuations(params, c, reqs, b, shared_lens=lens)) for b in (1, 8))
+    assert np.array_equal(one, eight), np.abs(one - eight).max()
