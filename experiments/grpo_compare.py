@@ -333,23 +333,28 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
         if not variants:
             continue
         out.append(f"**{task_name}**, held-out greedy accuracy (%) on {config.n_eval} problems\n")
-        head = "| variant | tokens | start | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% t-interval |"
-        out += [head, "|---|---|---|" + "---|" * (len(seeds) + 2)]
+        head = "| variant | tokens | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% t-interval |"
+        out += [head, "|---|---|" + "---|" * (len(seeds) + 2)]
         def acc(v, s, mark):  # mark None: the mean over every token count of the table's plot
             if mark is None:
                 return sum(100 * accuracy_at(rows[v, s]["curve"], m) for m in marks) / len(marks)
             return 100 * accuracy_at(rows[v, s]["curve"], mark)
 
-        for mark in (half, marks[-1], None):
-            label = f"{mark:,}" if mark else f"mean of {len(marks)}"
+        def label(mark):
+            return f"{mark:,}" if mark else f"mean of {len(marks)}"
+
+        start = [100 * rows[variants[0], s]["curve"][0]["accuracy"] for s in seeds]
+        out.append("| start (SFT) | 0 | " + " | ".join(f"{x:.1f}" for x in start) + " | " +
+                   " | ".join(_interval(start, False)) + " |")
+        for mark in (marks[-1], None):
             for v in variants:
                 a = [acc(v, s, mark) for s in seeds]
-                start = _interval([100 * rows[v, s]["curve"][0]["accuracy"] for s in seeds], False)[0]
-                out.append(f"| {v} | {label} | {start} | " + " | ".join(f"{x:.1f}" for x in a) + " | " +
+                out.append(f"| {v} | {label(mark)} | " + " | ".join(f"{x:.1f}" for x in a) + " | " +
                            " | ".join(_interval(a, False)) + " |")
+        for mark in (half, marks[-1], None):
             for v in [v for v in variants if v != "grpo" and "grpo" in variants]:
                 diff = [acc(v, s, mark) - acc("grpo", s, mark) for s in seeds]
-                out.append(f"| {v} - grpo | {label} | | " + " | ".join(f"{d:+.1f}" for d in diff) + " | " +
+                out.append(f"| {v} - grpo | {label(mark)} | " + " | ".join(f"{d:+.1f}" for d in diff) + " | " +
                            " | ".join(_interval(diff, True)) + " |")
         secs = {v: sum(rows[v, s]["seconds"] for s in seeds) / len(seeds) for v in variants}
         steps = {v: sum(rows[v, s]["steps"] for s in seeds) / len(seeds) for v in variants}
@@ -377,7 +382,10 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
              f"expression, {TASKS['countdown'].max_new_tokens}-token answers).\n\n")
     intro = setup + (f"{len(config.seeds)} seeds; at each token count a run's accuracy is that of its last evaluation "
              f"made after at most that many generated tokens (evaluations every {config.grpo.train.eval_every} rollout "
-             f"steps); \"start\" is the shared starting policy (SFT). Intervals: mean ± t(0.975, n-1)·sd/√n over "
+             f"steps); \"mean of N\" averages a run's accuracy over the N token counts of the curve "
+             f"({', '.join(f'{m:,}' for m in config.checkpoint_tokens())}); \"start\" is the shared starting policy "
+             "(SFT). The seeds' starting policies differ by tens of points, so the absolute rows' intervals are wide; "
+             "the comparison is in the paired rows. Intervals: mean ± t(0.975, n-1)·sd/√n over "
              "seeds; a \"- grpo\" row is the paired per-seed difference (same starting policy, prompts and "
              f"sampling seeds). One accuracy on {n} problems has a binomial standard error of about "
              f"{100 * math.sqrt(0.25 / n):.1f} points at 50%.\n")
@@ -411,18 +419,21 @@ def plot(config: CompareConfig, results: list[dict], path: Path) -> Path:
 
     tasks = [t for t in config.tasks if any(r["task"] == t for r in results)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.2), squeeze=False)
-    xs = [0, *config.checkpoint_tokens()]
+    # accuracy_at is a step function of the token count: drawn on a fine grid, as steps.
+    xs = [config.token_budget * k / 120 for k in range(121)]
     for ax, task_name in zip(axes[0], tasks):
         for i, v in enumerate(config.variants):
             runs = [r for r in results if r["task"] == task_name and r["variant"] == v]
             if not runs:
                 continue
             stats = [t_interval([100 * accuracy_at(r["curve"], x) for r in runs]) for x in xs]
-            ax.plot(xs, [s[0] for s in stats], "o-", ms=3, color=f"C{i}", label=v)
+            ax.plot(xs, [s[0] for s in stats], drawstyle="steps-post", color=f"C{i}", label=v)
             if len(runs) > 1:
-                ax.fill_between(xs, [s[1] for s in stats], [s[2] for s in stats], color=f"C{i}", alpha=0.12)
+                ax.fill_between(xs, [s[1] for s in stats], [s[2] for s in stats], step="post", color=f"C{i}",
+                                alpha=0.1)
+        n_seeds = len({r["seed"] for r in results if r["task"] == task_name})
         ax.set(xlabel="generated response tokens", ylabel="held-out greedy accuracy (%)",
-               title=f"{task_name}: mean over {len(config.seeds)} seeds, 95% t-band")
+               title=f"{task_name}: mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}, 95% t-band")
         ax.grid(alpha=0.3)
         ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,17 +58,18 @@ def test_table_gives_means_t_intervals_and_paired_differences_from_grpo():
     final = [x for x in lines if x.startswith("| dapo | 1,000 |")][0]
     values = [55.0, 49.0, 60.0]
     half = T_975_DF2 * np.std(values, ddof=1) / math.sqrt(3)
-    assert final == (f"| dapo | 1,000 | 30.0 | 55.0 | 49.0 | 60.0 | {np.mean(values):.1f} | "
+    assert final == (f"| dapo | 1,000 | 55.0 | 49.0 | 60.0 | {np.mean(values):.1f} | "
                      f"[{np.mean(values) - half:.1f}, {np.mean(values) + half:.1f}] |")
     diff = np.array(values) - [50.0, 42.0, 61.0]
     half = T_975_DF2 * np.std(diff, ddof=1) / math.sqrt(3)
     row = [x for x in lines if x.startswith("| dapo - grpo | 1,000 |")][0]
-    assert row == (f"| dapo - grpo | 1,000 | | +5.0 | +7.0 | -1.0 | {np.mean(diff):+.1f} | "
+    assert row == (f"| dapo - grpo | 1,000 | +5.0 | +7.0 | -1.0 | {np.mean(diff):+.1f} | "
                    f"[{np.mean(diff) - half:+.1f}, {np.mean(diff) + half:+.1f}] |")
-    assert "| grpo | 500 | 30.0 | 40.0 | 30.0 | 50.0 | 40.0 |" in "\n".join(lines)  # the half-budget rows
+    assert "| dapo - grpo | 500 | +1.0 | +5.0 | +2.0 | +2.7 |" in "\n".join(lines)  # the half budget, paired
+    assert "| start (SFT) | 0 | 30.0 | 30.0 | 30.0 | 30.0 |" in "\n".join(lines)
     assert "`abc1234` (clean)" in lines[-1] and "load 3.0-3.0" in lines[-1]
     mean_row = [x for x in lines if x.startswith("| dapo - grpo | mean of 2 |")][0]
-    assert mean_row.startswith("| dapo - grpo | mean of 2 | | +3.0 | +6.0 | +0.5 | +3.2 | [")  # over 500 and 1000
+    assert mean_row.startswith("| dapo - grpo | mean of 2 | +3.0 | +6.0 | +0.5 | +3.2 | [")  # over 500 and 1000
 
 
 def test_section_is_appended_once_then_replaced_leaving_the_rest(tmp_path):
