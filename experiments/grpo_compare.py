@@ -5,8 +5,9 @@
     python -m experiments.grpo_compare --run false                      # the table from the runs already done
 
 For every task and seed one starting policy is built (pretraining on the task's text, then SFT, as
-experiments.align_arithmetic does) and shared by the four variants, which differ only in their
-loss options (`lm.align.policy_gradient.LOSS_PRESETS`: grpo, dr_grpo, dapo, gspo): the same
+experiments.align_arithmetic does) and shared by the variants, which differ only in their
+loss options (`lm.align.policy_gradient.LOSS_PRESETS`: grpo, dr_grpo, dapo, gspo; and "default", the
+PGLossConfig a GRPOConfig has unless told otherwise): the same
 prompts (GRPO draws them from the step index and seed), the same sampling seeds, the same rollout
 size, learning rate and held-out problems. Each run trains until it has generated `token_budget`
 response tokens, counting every token sampled, including the extra rounds of DAPO's dynamic
@@ -21,9 +22,10 @@ comparison resumes where it stopped. The table (mean and 95% t-interval over see
 variant's accuracy, and of its paired per-seed difference from GRPO) and the plot go into
 experiments/results/align.md and grpo_compare.png beside it.
 
-The GSM8K comparison with SmolLM2 is not part of this script: one SmolLM2-135M GRPO step with
-128-token answers takes minutes on a 2-core CPU, so 4 variants x 3 seeds at an equal token budget
-do not fit a CPU session.
+The GSM8K comparison with SmolLM2 is not part of this script: on the 2-core CPU one SmolLM2-135M SFT
+step of 8 chat examples took about 18 s (experiments/results/align.md), so one GRPO step of 16 prompts
+x 8 samples with ~200-token answers (16 such batches to train on, plus decoding them) is several
+minutes, and 4-5 variants x 3 seeds x tens of steps is a day. It is a GPU job.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 from experiments.align_arithmetic import byte_tokenizer
 from experiments.align_seeds import provenance, t_interval
 from lm.align.config import GRPOConfig, fine_tuning
-from lm.align.policy_gradient import LOSS_PRESETS
+from lm.align.policy_gradient import LOSS_PRESETS, PGLossConfig
 from lm.align.tasks import ARITHMETIC, HELD_OUT_SEED, Task, task_problems
 from lm.cli_env import prepare_process
 from lm.config import check_positive, cli, to_dict
@@ -49,7 +51,10 @@ from lm.train.files import atomic_write_json
 
 RESULTS = Path(__file__).with_name("results") / "align.md"
 SECTION = "grpo_compare"
-VARIANTS = ("grpo", "dr_grpo", "dapo", "gspo")
+# The published recipes, and the loss GRPOConfig trains with when none is chosen (PGLossConfig's defaults:
+# token aggregation, symmetric clipping, no dynamic sampling): the comparison says whether it should change.
+LOSSES = {**LOSS_PRESETS, "default": PGLossConfig()}
+VARIANTS = ("grpo", "dr_grpo", "dapo", "gspo", "default")
 
 # Countdown for a byte-level model: "3,7,5:22=" -> "(3)*5+7" (any expression over the numbers that
 # makes the target scores 1). lm.eval.verifiers' countdown problems with 3 numbers from 1 to 9, written
@@ -138,7 +143,7 @@ class CompareConfig:
     def __post_init__(self):
         check_positive(self, "token_budget", "checkpoints", "n_train", "n_eval", "d_model", "n_layers",
                        "pretrain_steps", "pretrain_lines", "sft_steps")
-        for name, allowed, got in (("tasks", TASKS, self.tasks), ("variants", LOSS_PRESETS, self.variants)):
+        for name, allowed, got in (("tasks", TASKS, self.tasks), ("variants", LOSSES, self.variants)):
             bad = [x for x in got if x not in allowed]
             if bad or not got or len(set(got)) != len(got):
                 raise ValueError(f"{name} must be distinct names from {sorted(allowed)}, got {got}")
@@ -249,7 +254,7 @@ def _read_history(path: Path) -> list[dict]:
 
 def variant_config(config: CompareConfig, spec: TaskSpec, variant: str, seed: int, steps: int) -> GRPOConfig:
     """The shared GRPO config with this variant's loss options, the task's answer budget and the seed."""
-    loss = LOSS_PRESETS[variant]
+    loss = LOSSES[variant]
     if loss.truncation == "penalty":
         loss = dataclasses.replace(loss, overlong_cache=spec.overlong_cache)
     train = dataclasses.replace(config.grpo.train, seed=seed, steps=steps)
@@ -286,7 +291,7 @@ def run_variant(config: CompareConfig, task_name: str, seed: int, variant: str) 
     steps, t0, history = 0, time.perf_counter(), []
     # First guess (refined from the metrics): every answer at full length, every sampling round drawn,
     # so that the first chunk stops short of the budget rather than far past it.
-    loss = LOSS_PRESETS[variant]
+    loss = LOSSES[variant]
     per_step = spec.max_new_tokens * rollout * (loss.max_sampling_tries if loss.dynamic_sampling else 1)
     while True:
         tokens = sum(generated_tokens(h, rollout) for h in history if "response_tokens" in h)
@@ -377,7 +382,8 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
              f"{g.prompts_per_step} prompts x {g.group_size} samples per rollout step at T={g.temperature:g}, "
              f"optimizer batch {g.train.batch_size}, lr {g.train.optim.lr:g} constant, no KL. Each run stops once it "
              f"has generated {config.token_budget:,} response tokens (dynamic sampling's extra rounds counted). "
-             f"Variants (`LOSS_PRESETS`): {variants}. Tasks: arithmetic (2-digit sums, reversed digits, 5-token "
+             f"Variants (`LOSS_PRESETS`, and `default`: `PGLossConfig()`, what GRPOConfig uses unless told): "
+             f"{variants}. Tasks: arithmetic (2-digit sums, reversed digits, 5-token "
              f"answers); countdown with {COUNTDOWN_NUMBERS} numbers from 1 to {COUNTDOWN_MAX} (`3,7,5:22=` -> an "
              f"expression, {TASKS['countdown'].max_new_tokens}-token answers).\n\n")
     intro = setup + (f"{len(config.seeds)} seeds; at each token count a run's accuracy is that of its last evaluation "
@@ -398,7 +404,7 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
 
 
 def _loss_text(config: CompareConfig, variant: str) -> str:
-    loss = LOSS_PRESETS[variant]
+    loss = LOSSES[variant]
     parts = [loss.loss_type, f"{loss.length_norm} aggregation", "std-normalised advantages" if loss.normalize_std
              else "no std", f"clip [{loss.cliprange_low:g}, {loss.cliprange_high:g}]"]
     if loss.dynamic_sampling:

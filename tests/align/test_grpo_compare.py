@@ -11,7 +11,7 @@ import pytest
 from experiments.grpo_compare import (TASKS, VARIANTS, CompareConfig, accuracy_at, format_table, generated_tokens,
                                       problems, token_curve, variant_config, write_section)
 from experiments.align_arithmetic import byte_tokenizer
-from lm.align.policy_gradient import LOSS_PRESETS
+from experiments.grpo_compare import LOSSES
 from lm.eval import verifiers
 
 T_975_DF2 = 4.302652729911275  # Student t 97.5% quantile, 2 degrees of freedom
@@ -99,7 +99,7 @@ def test_variants_differ_only_in_their_loss_options():
     config, spec = CompareConfig(), TASKS["arithmetic"]
     configs = {v: variant_config(config, spec, v, seed=3, steps=7) for v in VARIANTS}
     for v, c in configs.items():
-        expected = LOSS_PRESETS[v]
+        expected = LOSSES[v]
         if expected.truncation == "penalty":  # only answers longer than any correct one are penalised
             expected = dataclasses.replace(expected, overlong_cache=spec.max_new_tokens - spec.longest_answer)
         assert c.loss == expected
