@@ -132,7 +132,7 @@ def split_shapes(lengths, batch_size: int, chunk: int) -> dict:
     """Padded prefix / rest tokens, prefix passes (once per chunk as before, once per subject now) and program
     shapes (before: continuation programs per context shape; now: per row count) of the split, as the scorer
     groups its questions (from the token lengths alone)."""
-    from lm.eval.scoring import _round_up, _rows
+    from lm.eval.scoring import _batches, _round_up
 
     prefix_width = {s: _round_up(n, 1, least=256) for s, n, _ in lengths}
     rest = collections.defaultdict(collections.Counter)
@@ -141,7 +141,7 @@ def split_shapes(lengths, batch_size: int, chunk: int) -> dict:
     rest_tokens, rows_shapes, choice_shapes = 0, set(), set()
     for s, widths in rest.items():
         for w, n in widths.items():
-            rows = [batch_size] * (n // batch_size) + ([_rows(n % batch_size, batch_size)] if n % batch_size else [])
+            rows = _batches(n, batch_size)
             rest_tokens += sum(rows) * w
             rows_shapes |= {(prefix_width[s], w, r) for r in rows}
             choice_shapes |= set(rows)
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
                      f"{total:.1f}", f"{total / len(examples):.2f}"])
         for now in (False, True):
             est = [extrapolate(r, len(examples), fulls[b], now) for r in rs]
-            full_rows.append([b, "now" if now else "before (prefix per chunk, per-shape continuation programs)",
+            full_rows.append([b, "now" if now else "before 7d35e3d (prefix per chunk, continuation program per context shape)",
                               *(f"{statistics.median(e[p] for e in est) / 60:.1f}" for p in [*phases, "total"])])
     f = fulls[variants[0]]
     body = "\n".join([

@@ -38,7 +38,7 @@ lengths. Four things make that hold:
   over a batch of 8 costs about 5% more this way (one contended measurement).
 Widths come in few sizes (prefix: powers of two from 256; rest: two per
 octave from 64; continuations: powers of two from 8; rows: the batch size or
-a power of two below it), so a benchmark compiles tens of shapes, not hundreds.
+powers of two below it, `_batches`), so a benchmark compiles tens of shapes, not hundreds.
 With and without shared prefixes the numbers agree to float rounding (~1e-6),
 not bitwise: the prefix is summed as a separate part of each softmax.
 """
@@ -74,10 +74,16 @@ def _round_up(n: int, per_octave: int = 4, least: int = 64) -> int:
     return -(-n // step) * step
 
 
-def _rows(n: int, batch_size: int) -> int:
-    """Physical rows of a batch of n requests: batch_size, or the next power of two for a short batch
-    (less padding work, few extra shapes)."""
-    return batch_size if n >= batch_size else min(batch_size, 1 << (n - 1).bit_length())
+def _batches(n: int, batch_size: int) -> list[int]:
+    """Sizes of the batches n requests of one shape are cut into: full batches of batch_size, then the rest
+    as powers of two (13 at batch 8: 8, 4, 1). Rows run one at a time inside a program, so a padding row
+    would cost as much as a real one; these sizes need none, and give few distinct shapes."""
+    sizes = [batch_size] * (n // batch_size)
+    rest = n % batch_size
+    while rest:
+        sizes.append(1 << (rest.bit_length() - 1))
+        rest -= sizes[-1]
+    return sizes
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -291,9 +297,9 @@ def score_continuations(params, config: ModelConfig, requests: Sequence[Request]
                     prefix_cache[cache_key] = segments
         start = len(prefix_ids)
         members = groups[key]
-        for s in range(0, len(members), batch_size):
-            idx = members[s: s + batch_size]
-            rows = _rows(len(idx), batch_size)
+        s = 0
+        for rows in _batches(len(members), batch_size):
+            idx, s = members[s: s + rows], s + rows
             cont = np.zeros((rows, k, t), np.int32)
             cont_len = np.ones((rows, k), np.int32)
             rest = np.zeros((rows, width), np.int32)
