@@ -333,11 +333,14 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
     half = marks[len(marks) // 2 - 1] if len(marks) > 1 else marks[0]
     for task_name in config.tasks:
         rows = {(r["variant"], r["seed"]): r for r in results if r["task"] == task_name}
-        seeds = sorted({s for _, s in rows})
-        variants = [v for v in config.variants if any((v, s) in rows for s in seeds)]
-        if not variants:
+        variants = [v for v in config.variants if any(key[0] == v for key in rows)]
+        # Paired rows need every variant of a seed: a seed with some variants missing is left out, and said so.
+        seeds = sorted(s for s in {s for _, s in rows} if all((v, s) in rows for v in variants))
+        partial = sorted({s for _, s in rows} - set(seeds))
+        if not seeds:
             continue
-        out.append(f"**{task_name}**, held-out greedy accuracy (%) on {config.n_eval} problems\n")
+        out.append(f"**{task_name}**, held-out greedy accuracy (%) on {config.n_eval} problems, {len(seeds)} seeds"
+                   + (f" (seeds {partial} left out: not every variant has run)" if partial else "") + "\n")
         head = "| variant | tokens | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% t-interval |"
         out += [head, "|---|---|" + "---|" * (len(seeds) + 2)]
         def acc(v, s, mark):  # mark None: the mean over every token count of the table's plot
@@ -386,7 +389,7 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
              f"{variants}. Tasks: arithmetic (2-digit sums, reversed digits, 5-token "
              f"answers); countdown with {COUNTDOWN_NUMBERS} numbers from 1 to {COUNTDOWN_MAX} (`3,7,5:22=` -> an "
              f"expression, {TASKS['countdown'].max_new_tokens}-token answers).\n\n")
-    intro = setup + (f"{len(config.seeds)} seeds; at each token count a run's accuracy is that of its last evaluation "
+    intro = setup + ("At each token count a run's accuracy is that of its last evaluation "
              f"made after at most that many generated tokens (evaluations every {config.grpo.train.eval_every} rollout "
              f"steps); \"mean of N\" averages a run's accuracy over the N token counts of the curve "
              f"({', '.join(f'{m:,}' for m in config.checkpoint_tokens())}); \"start\" is the shared starting policy "
@@ -428,8 +431,12 @@ def plot(config: CompareConfig, results: list[dict], path: Path) -> Path:
     # accuracy_at is a step function of the token count: drawn on a fine grid, as steps.
     xs = [config.token_budget * k / 120 for k in range(121)]
     for ax, task_name in zip(axes[0], tasks):
+        mine = [r for r in results if r["task"] == task_name]
+        variants = {r["variant"] for r in mine}
+        seeds = {s for s in {r["seed"] for r in mine}  # the table's seeds: those every variant has run
+                 if variants <= {r["variant"] for r in mine if r["seed"] == s}}
         for i, v in enumerate(config.variants):
-            runs = [r for r in results if r["task"] == task_name and r["variant"] == v]
+            runs = [r for r in mine if r["variant"] == v and r["seed"] in seeds]
             if not runs:
                 continue
             stats = [t_interval([100 * accuracy_at(r["curve"], x) for r in runs]) for x in xs]
@@ -437,7 +444,7 @@ def plot(config: CompareConfig, results: list[dict], path: Path) -> Path:
             if len(runs) > 1:
                 ax.fill_between(xs, [s[1] for s in stats], [s[2] for s in stats], step="post", color=f"C{i}",
                                 alpha=0.1)
-        n_seeds = len({r["seed"] for r in results if r["task"] == task_name})
+        n_seeds = len(seeds)
         ax.set(xlabel="generated response tokens", ylabel="held-out greedy accuracy (%)",
                title=f"{task_name}: mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}, 95% t-band")
         ax.grid(alpha=0.3)
@@ -475,8 +482,21 @@ def use_compilation_cache(path: str) -> None:
 def run_compare(config: CompareConfig) -> dict:
     t0 = time.perf_counter()
     use_compilation_cache(config.xla_cache)
-    results = [run_variant(config, t, s, v) for t in config.tasks for s in config.seeds for v in config.variants]
+    results, missing = [], []
+    for t in config.tasks:
+        for s in config.seeds:
+            for v in config.variants:
+                try:
+                    results.append(run_variant(config, t, s, v))
+                except FileNotFoundError:  # only with --run false: tabulate what has run, name the rest
+                    if config.run:
+                        raise
+                    missing.append(f"{t} seed {s} {v}")
+    if not results:
+        raise FileNotFoundError(f"none of the runs asked for has a result under {Path(config.out) / config.name}")
     table = format_table(config, results)
+    if missing:
+        table += "\nNot run (no result.json): " + ", ".join(missing) + ".\n"
     png = None
     if config.write:
         results_path = Path(config.results)
