@@ -75,7 +75,7 @@ def sample_round(params, step: int, attempt: int, *, model: ModelConfig, tokeniz
     sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
                               stop_ids=(task.stop_id(tokenizer),), seed=s)
     ro = rollout(params, model, [task.prompt_ids(tokenizer, p) for p in chosen], config.group_size, sampling)
-    texts = [tokenizer.decode(r[:-1] if s else r) for r, s in zip(ro["responses"], ro["stopped"])]
+    texts = [tokenizer.decode(r[:-1] if stop else r) for r, stop in zip(ro["responses"], ro["stopped"])]
     scores = np.array([task.score(t, chosen[i // config.group_size]) for i, t in enumerate(texts)], np.float32)
     lengths = np.array([len(r) for r in ro["responses"]])
     return {**ro, "scores": scores, "rewards": shape_rewards(scores, lengths, config.loss, config.max_new_tokens)}
@@ -85,20 +85,22 @@ def collect(params, step: int, **kw) -> tuple[dict, dict]:
     """The rows of one rollout step sampled by `params` and their stats: one round, or with
     loss.dynamic_sampling up to loss.max_sampling_tries rounds (`fill_groups`)."""
     config: GRPOConfig = kw["config"]
-    first = []
+    rounds = []
 
     def round_(attempt):
-        rows = sample_round(params, step, attempt, **kw)
-        if attempt == 0:
-            first.append(rows)
-        return rows
+        rounds.append(sample_round(params, step, attempt, **kw))
+        return rounds[-1]
 
+    # "sampled_tokens": every response token generated this step, dropped rounds included (the budget
+    # an equal-cost comparison counts); "reward": the first round's mean score, the policy's reward on
+    # fresh prompts (kept rows are biased toward groups that are neither all right nor all wrong).
     if not config.loss.dynamic_sampling:
-        return round_(0), {"reward": float(first[0]["scores"].mean())}
-    rows, stats = fill_groups(round_, config.prompts_per_step, config.group_size, config.loss.max_sampling_tries)
-    # The first round's mean score is the policy's reward on fresh prompts; the kept rows are biased
-    # toward groups that are neither all right nor all wrong.
-    return rows, {"reward": float(first[0]["scores"].mean()), "reward_kept": float(rows["scores"].mean()),
+        rows, stats = round_(0), {}
+    else:
+        rows, stats = fill_groups(round_, config.prompts_per_step, config.group_size, config.loss.max_sampling_tries)
+        stats = {**stats, "reward_kept": float(rows["scores"].mean())}
+    sampled = sum(len(r) for one in rounds for r in one["responses"])
+    return rows, {"reward": float(rounds[0]["scores"].mean()), "sampled_tokens": float(sampled),
                   **{k: float(v) for k, v in stats.items()}}
 
 

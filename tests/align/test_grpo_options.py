@@ -112,14 +112,16 @@ def test_dynamic_sampling_drops_uniform_groups_and_logs_them():
     assert len(history) == 2
     # Recount step 0 independently: rounds of 4 fresh groups each, until 4 differing groups or 3 rounds.
     kept = dropped = tries = 0
-    drawn = []
+    drawn, sampled = [], 0
     while kept < 4 and tries < 3:
         rows = sample_round(stoppy_params(), 0, tries, **_kw(task, config))
         uniform = uniform_groups(rows["rewards"], 4)
         drawn.append(tuple(map(tuple, rows["prompts"][::4])))
+        sampled += sum(len(r) for r in rows["responses"])
         kept, dropped, tries = kept + int((~uniform).sum()), dropped + int(uniform.sum()), tries + 1
     h = history[0]
     assert (h["tries"], h["groups_dropped"], h["groups_short"]) == (tries, dropped, max(4 - kept, 0))
+    assert h["sampled_tokens"] == sampled  # dropped rounds count in the generation budget
     assert dropped > 0 and tries > 1 and len(set(drawn)) == tries  # every round drew other prompts
     assert h["reward"] == pytest.approx(float(np.mean(sample_round(stoppy_params(), 0, 0, **_kw(task, config))
                                                       ["scores"])))
