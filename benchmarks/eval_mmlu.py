@@ -9,13 +9,14 @@ fresh compilation cache each time (as a new process has). Each scoring program
 call is timed to completion and put in one phase: the k-shot prefix pass
 (`_read_prefix`), the per-question rest pass (`_read_rows`, which also gives
 the last logits a letter answer needs), the continuation pass
-(`_score_choices`), or compilation (a program's first call at a new shape less
-a second call, whose time goes to its phase); tokenization and host work (batching, Python) are
-the rest. The full split is extrapolated component by component: seconds per
-padded token of the prefix and rest passes times the split's padded tokens
-(from its token lengths, grouped as the scorer groups them), seconds per
-compile times the split's count of program shapes, tokenization and host time per question times 1,531 questions. The machine is shared: the load average is
-printed with the numbers.
+(`_score_choices`), or compilation (a program's first call at a new shape
+less a second call, whose time goes to its phase); tokenization and host work
+(batching, Python) are the rest. The full split is extrapolated component by
+component: seconds per padded token of the prefix and rest passes times the
+split's padded tokens (from its token lengths, grouped as the scorer groups
+them), seconds per compile times the split's count of program shapes,
+tokenization and host time per question times 1,531 questions. The machine
+is shared: the load average is printed with the numbers.
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ def main(argv=None) -> int:
                      f"{total:.1f}", f"{total / len(examples):.2f}"])
         for now in (False, True):
             est = [extrapolate(r, len(examples), fulls[b], now) for r in rs]
-            full_rows.append([b, "now" if now else "before 7d35e3d (prefix per chunk, continuation program per context shape)",
+            code = "now" if now else "before 7d35e3d (prefix per chunk, continuation program per context shape)"
+            full_rows.append([b, code,
                               *(f"{statistics.median(e[p] for e in est) / 60:.1f}" for p in [*phases, "total"])])
     f = fulls[variants[0]]
     body = "\n".join([
