@@ -53,8 +53,10 @@ RESULTS = Path(__file__).with_name("results") / "align.md"
 SECTION = "grpo_compare"
 # The published recipes, and the loss GRPOConfig trains with when none is chosen (PGLossConfig's defaults:
 # token aggregation, symmetric clipping, no dynamic sampling): the comparison says whether it should change.
-LOSSES = {**LOSS_PRESETS, "default": PGLossConfig()}
-VARIANTS = ("grpo", "dr_grpo", "dapo", "gspo", "default")
+# "dapo_no_penalty" is DAPO without its overlong penalty (token aggregation, clip-higher, dynamic sampling).
+LOSSES = {**LOSS_PRESETS, "dapo_no_penalty": dataclasses.replace(LOSS_PRESETS["dapo"], truncation="none"),
+          "default": PGLossConfig()}
+VARIANTS = ("grpo", "dr_grpo", "dapo", "dapo_no_penalty", "gspo", "default")
 
 # Countdown for a byte-level model: "3,7,5:22=" -> "(3)*5+7" (any expression over the numbers that
 # makes the target scores 1). lm.eval.verifiers' countdown problems with 3 numbers from 1 to 9, written
@@ -326,11 +328,11 @@ def _interval(values: list[float], signed: bool) -> tuple[str, str]:
 
 
 def format_table(config: CompareConfig, results: list[dict]) -> str:
-    """Markdown per task: accuracy (%) of every variant at the token budget and half of it, per seed,
-    with mean and 95% t-interval over seeds, and each variant's paired per-seed difference from GRPO."""
+    """Markdown per task: accuracy (%) of every variant at the token budget, per seed, with mean and 95%
+    t-interval over seeds, and each variant's paired per-seed difference from GRPO at the budget and
+    averaged over the curve's token counts."""
     out = []
     marks = config.checkpoint_tokens()
-    half = marks[len(marks) // 2 - 1] if len(marks) > 1 else marks[0]
     for task_name in config.tasks:
         rows = {(r["variant"], r["seed"]): r for r in results if r["task"] == task_name}
         variants = [v for v in config.variants if any(key[0] == v for key in rows)]
@@ -354,12 +356,12 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
         start = [100 * rows[variants[0], s]["curve"][0]["accuracy"] for s in seeds]
         out.append("| start (SFT) | 0 | " + " | ".join(f"{x:.1f}" for x in start) + " | " +
                    " | ".join(_interval(start, False)) + " |")
-        for mark in (marks[-1], None):
+        for mark in (marks[-1],):
             for v in variants:
                 a = [acc(v, s, mark) for s in seeds]
                 out.append(f"| {v} | {label(mark)} | " + " | ".join(f"{x:.1f}" for x in a) + " | " +
                            " | ".join(_interval(a, False)) + " |")
-        for mark in (half, marks[-1], None):
+        for mark in (marks[-1], None):
             for v in [v for v in variants if v != "grpo" and "grpo" in variants]:
                 diff = [acc(v, s, mark) - acc("grpo", s, mark) for s in seeds]
                 out.append(f"| {v} - grpo | {label(mark)} | " + " | ".join(f"{d:+.1f}" for d in diff) + " | " +
