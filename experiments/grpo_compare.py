@@ -221,11 +221,11 @@ def starting_policy(config: CompareConfig, task_name: str, seed: int) -> Path:
 def generated_tokens(record: dict, rollout_size: int) -> float:
     """Response tokens sampled in one rollout step, from its metrics record: every sampling round's
     (dynamic sampling draws up to max_sampling_tries rounds and trains on one batch of them)."""
-    if "generated_tokens" in record:
-        return float(record["generated_tokens"])
-    # The loop logs the mean length of the rows it trains on and how many rounds it drew ("tries"):
-    # exact without dynamic sampling; with it, the dropped groups' answers are taken to be as long as
-    # the kept ones (a 2-5-token answer on arithmetic, so the error is small there).
+    if "sampled_tokens" in record:  # logged by the loop since 984bc36: every round's tokens, exactly
+        return float(record["sampled_tokens"])
+    # Before that, the mean length of the rows it trains on and how many rounds it drew ("tries"): exact
+    # without dynamic sampling; with it, the dropped groups' answers are taken to be as long as the kept
+    # ones (on the runs that logged both, off by at most 0.3% on arithmetic and 2.7% on countdown).
     return float(record["response_tokens"]) * rollout_size * float(record.get("tries", 1))
 
 
@@ -260,6 +260,11 @@ def variant_config(config: CompareConfig, spec: TaskSpec, variant: str, seed: in
     if loss.truncation == "penalty":
         loss = dataclasses.replace(loss, overlong_cache=spec.overlong_cache)
     train = dataclasses.replace(config.grpo.train, seed=seed, steps=steps)
+    if loss.dynamic_sampling:
+        # A step that draws up to max_sampling_tries rounds generates up to that many times the tokens, so
+        # evaluations every eval_every steps would land that much further apart in tokens, and the last one
+        # before a token count would trail it by up to ~20k tokens: evaluate every step instead.
+        train = dataclasses.replace(train, eval_every=1)
     return dataclasses.replace(config.grpo, loss=loss, max_new_tokens=spec.max_new_tokens, train=train)
 
 
@@ -279,6 +284,10 @@ def run_variant(config: CompareConfig, task_name: str, seed: int, variant: str) 
         result = json.loads(done.read_text())
         if result["config"] != want:
             raise ValueError(f"{done} was run under another config; pass another --name, or delete {run_dir}")
+        history = _read_history(run_dir / "grpo_metrics.jsonl")
+        if history:  # token counts as generated_tokens reads them now (exact where the loop logged them)
+            curve = token_curve(history, config.grpo.rollout_size)
+            result = {**result, "curve": curve, "tokens": curve[-1]["tokens"]}
         return result
     if not config.run:
         raise FileNotFoundError(f"{run_dir} has no result.json; run it (--run true)")
@@ -366,9 +375,13 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
                 diff = [acc(v, s, mark) - acc("grpo", s, mark) for s in seeds]
                 out.append(f"| {v} - grpo | {label(mark)} | " + " | ".join(f"{d:+.1f}" for d in diff) + " | " +
                            " | ".join(_interval(diff, True)) + " |")
+        read = {v: sum(max(c["tokens"] for c in rows[v, s]["curve"] if c["tokens"] <= marks[-1]) for s in seeds)
+                / len(seeds) for v in variants}
+        out.append("\nGenerated tokens of the evaluation read at the budget (mean over seeds): " +
+                   ", ".join(f"{v} {read[v]:,.0f}" for v in variants) + ".")
         secs = {v: sum(rows[v, s]["seconds"] for s in seeds) / len(seeds) for v in variants}
         steps = {v: sum(rows[v, s]["steps"] for s in seeds) / len(seeds) for v in variants}
-        out.append("\nRollout steps to the budget (mean over seeds): " +
+        out.append("Rollout steps to the budget (mean over seeds): " +
                    ", ".join(f"{v} {steps[v]:.0f}" for v in variants) +
                    "; wall seconds per run (mean): " + ", ".join(f"{v} {secs[v]:.0f}" for v in variants) + ".\n")
     provs = [r["provenance"] for r in results]
@@ -393,7 +406,8 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
              f"expression, {TASKS['countdown'].max_new_tokens}-token answers).\n\n")
     intro = setup + ("At each token count a run's accuracy is that of its last evaluation "
              f"made after at most that many generated tokens (evaluations every {config.grpo.train.eval_every} rollout "
-             f"steps); \"mean of N\" averages a run's accuracy over the N token counts of the curve "
+             "steps; every step for the variants with dynamic sampling, whose steps draw up to 3 rounds); "
+             "\"mean of N\" averages a run's accuracy over the N token counts of the curve "
              f"({', '.join(f'{m:,}' for m in config.checkpoint_tokens())}); \"start\" is the shared starting policy "
              "(SFT). The seeds' starting policies differ by tens of points, so the absolute rows' intervals are wide; "
              "the comparison is in the paired rows. Intervals: mean ± t(0.975, n-1)·sd/√n over "
@@ -422,35 +436,46 @@ def _loss_text(config: CompareConfig, variant: str) -> str:
 
 
 def plot(config: CompareConfig, results: list[dict], path: Path) -> Path:
-    """Mean held-out accuracy against generated tokens, one panel per task, with 95% t-bands over seeds."""
+    """One column per task: mean held-out accuracy against generated tokens (top), and each variant's
+    paired per-seed difference from GRPO with its 95% t-band over seeds (bottom; the seeds' starting
+    accuracies differ too much for bands on the accuracies themselves to say anything)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = [t for t in config.tasks if any(r["task"] == t for r in results)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(6.2 * len(tasks), 7.6), squeeze=False, sharex=True)
     # accuracy_at is a step function of the token count: drawn on a fine grid, as steps.
     xs = [config.token_budget * k / 120 for k in range(121)]
-    for ax, task_name in zip(axes[0], tasks):
+    for col, task_name in enumerate(tasks):
+        top, bottom = axes[0][col], axes[1][col]
         mine = [r for r in results if r["task"] == task_name]
         variants = {r["variant"] for r in mine}
-        seeds = {s for s in {r["seed"] for r in mine}  # the table's seeds: those every variant has run
-                 if variants <= {r["variant"] for r in mine if r["seed"] == s}}
+        seeds = sorted(s for s in {r["seed"] for r in mine}  # the table's seeds: those every variant has run
+                       if variants <= {r["variant"] for r in mine if r["seed"] == s})
+        run = {(r["variant"], r["seed"]): r for r in mine}
         for i, v in enumerate(config.variants):
-            runs = [r for r in mine if r["variant"] == v and r["seed"] in seeds]
-            if not runs:
+            if v not in variants:
                 continue
-            stats = [t_interval([100 * accuracy_at(r["curve"], x) for r in runs]) for x in xs]
-            ax.plot(xs, [s[0] for s in stats], drawstyle="steps-post", color=f"C{i}", label=v)
-            if len(runs) > 1:
-                ax.fill_between(xs, [s[1] for s in stats], [s[2] for s in stats], step="post", color=f"C{i}",
-                                alpha=0.1)
-        n_seeds = len(seeds)
-        ax.set(xlabel="generated response tokens", ylabel="held-out greedy accuracy (%)",
-               title=f"{task_name}: mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}, 95% t-band")
-        ax.grid(alpha=0.3)
-        ax.legend()
+            acc = [[100 * accuracy_at(run[v, s]["curve"], x) for s in seeds] for x in xs]
+            top.plot(xs, [sum(a) / len(a) for a in acc], drawstyle="steps-post", color=f"C{i}", label=v)
+            if v == "grpo" or "grpo" not in variants:
+                continue
+            base = [[100 * accuracy_at(run["grpo", s]["curve"], x) for s in seeds] for x in xs]
+            stats = [t_interval([a - b for a, b in zip(ax_, bx)]) for ax_, bx in zip(acc, base)]
+            bottom.plot(xs, [st[0] for st in stats], drawstyle="steps-post", color=f"C{i}", label=f"{v} - grpo")
+            if len(seeds) > 1:
+                bottom.fill_between(xs, [st[1] for st in stats], [st[2] for st in stats], step="post",
+                                    color=f"C{i}", alpha=0.12)
+        n = len(seeds)
+        top.set(ylabel="held-out greedy accuracy (%)", title=f"{task_name}: mean over {n} seed{'s' if n > 1 else ''}")
+        bottom.axhline(0, color="0.3", lw=0.8)
+        bottom.set(xlabel="generated response tokens", ylabel="paired difference from grpo (points)",
+                   title=f"{task_name}: variant - grpo per seed, mean and 95% t-band")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

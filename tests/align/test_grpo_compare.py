@@ -34,7 +34,7 @@ def test_tokens_count_every_sampling_round_and_accuracy_is_read_at_or_before_the
     assert accuracy_at(curve, cum[3]) == 0.3  # the evaluation at exactly the budget counts
     assert accuracy_at(curve, cum[3] - 1) == 0.2  # one token short: the one before
     assert accuracy_at(curve, 1e12) == 0.4
-    assert generated_tokens({"generated_tokens": 123.0, "response_tokens": 9.0}, rollout) == 123.0
+    assert generated_tokens({"sampled_tokens": 123.0, "response_tokens": 9.0, "tries": 2}, rollout) == 123.0
     with pytest.raises(ValueError, match="log every step"):
         token_curve([r for r in _history(lengths, tries, {0: 0.1, 6: 0.4}) if r.get("step") != 3], rollout)
 
@@ -102,7 +102,11 @@ def test_variants_differ_only_in_their_loss_options():
         if expected.truncation == "penalty":  # only answers longer than any correct one are penalised
             expected = dataclasses.replace(expected, overlong_cache=spec.max_new_tokens - spec.longest_answer)
         assert c.loss == expected
-        assert dataclasses.replace(c, loss=configs["grpo"].loss) == configs["grpo"]
+        # dynamic sampling's steps draw several rounds: they are evaluated every step to keep the token grid
+        eval_every = 1 if c.loss.dynamic_sampling else config.grpo.train.eval_every
+        assert c.train.eval_every == eval_every
+        assert dataclasses.replace(c, loss=configs["grpo"].loss, train=configs["grpo"].train) == configs["grpo"]
+        assert dataclasses.replace(c.train, eval_every=configs["grpo"].train.eval_every) == configs["grpo"].train
         assert c.train.seed == 3 and c.train.steps == 7 and c.max_new_tokens == spec.max_new_tokens
     assert configs["dapo"].loss.dynamic_sampling and not configs["grpo"].loss.dynamic_sampling
 
