@@ -133,9 +133,9 @@ def split_shapes(lengths, batch_size: int, chunk: int) -> dict:
     """Padded prefix / rest tokens, prefix passes (once per chunk as before, once per subject now) and program
     shapes (before: continuation programs per context shape; now: per row count) of the split, as the scorer
     groups its questions (from the token lengths alone)."""
-    from lm.eval.scoring import _batches, _round_up
+    from lm.eval.scoring import _batches, _prefix_width, _round_up
 
-    prefix_width = {s: _round_up(n, 1, least=256) for s, n, _ in lengths}
+    prefix_width = {s: _prefix_width(n) for s, n, _ in lengths}
     rest = collections.defaultdict(collections.Counter)
     for s, _, own in lengths:
         rest[s][_round_up(own, 2)] += 1

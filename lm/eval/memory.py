@@ -23,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lm.eval.scoring import _cont_width, _programs, _round_up
+from lm.eval.scoring import _cont_width, _prefix_width, _programs, _round_up
 from lm.model import ModelConfig
 
 MAX_ROWS = 512
@@ -40,7 +40,7 @@ def widest(requests, shared_lens) -> Widths:
     """The largest padded widths the scorer will use for these requests (as `score_continuations` pads)."""
     prefix = max((s for s in shared_lens), default=0)
     rest = max(len(ctx) - s for (ctx, _), s in zip(requests, shared_lens))
-    return Widths(_round_up(prefix, 1, least=256) if prefix else 0, _round_up(rest, 2),
+    return Widths(_prefix_width(prefix) if prefix else 0, _round_up(rest, 2),
                   max(_cont_width(conts) for _, conts in requests), max(len(conts) for _, conts in requests))
 
 
