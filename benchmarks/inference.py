@@ -419,9 +419,10 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
     rows, summary = [], {"best": (0.0, None, None, None), "bound": 0.0, "auto": {}, "auto_shared": {}}
     for temp in temperatures:
         s = SamplingConfig(temperature=temp, max_new_tokens=new_tokens, seed=1)
+        longest = max(DraftTuner().ks)  # auto sizes its buffers for the longest draft it may use
         for k in DraftTuner().ks:  # compile every program auto may pick (as the fixed-k runs are compiled first)
-            speculative_generate(tparams, tc, dparams, dc, prompts[0], s, "auto",
-                                 tuner=DraftTuner(ks=(k,), plain_segment=4, probe_rounds=2, reprobe_after=4))
+            speculative_generate(tparams, tc, dparams, dc, prompts[0], s, "auto", tuner=DraftTuner(
+                ks=tuple(sorted({k, longest})), plain_segment=4, probe_rounds=2, reprobe_after=4))
         shared_tuner = DraftTuner()  # one tuner for every prompt and run, as a server would keep it
         per = []  # per prompt: {variant: (tokens, median seconds, extra)}
         for p in prompts:
@@ -453,8 +454,8 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
                 summary["auto_exact"] = summary.get("auto_exact", True) and res["auto"].tokens == want
             print(f"T={temp} prompt {SPEC_PROMPTS[len(per) - 1]!r}: plain {n_plain / times['plain']:,.0f} tok/s; "
                   f"auto {len(res['auto'].tokens) / times['auto'] * times['plain'] / n_plain:.2f}x "
-                  f"{list(res['auto'].draft_lengths)}; kept {len(res['auto_shared'].tokens) / times['auto_shared'] * times['plain'] / n_plain:.2f}x",  # noqa: E501
-                  flush=True)
+                  f"{list(res['auto'].draft_lengths)}; kept "
+                  f"{len(res['auto_shared'].tokens) / times['auto_shared'] * times['plain'] / n_plain:.2f}x", flush=True)
 
         def speedup(name, tokens):
             return float(np.median([tokens(r) / t[name] / (n / t["plain"]) for t, n, r in per]))
@@ -492,8 +493,9 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
             used = sorted({k for x in results for k in x.draft_lengths})
             rows.append([temp, label, acc, f"{n / t:,.0f}", f"**{up:.2f}x** (worst prompt {lo:.2f}x)", "-", "-",
                          f"chose {used}"])
-            print(f"T={temp} {label}: {up:.2f}x plain (median over prompts; worst {lo:.2f}x); lengths "
-                  f"{[list(x.draft_lengths) for x in results]}", flush=True)
+            shown = [list(x.draft_lengths) for x in results] if name == "auto" else shared_tuner.history[-12:]
+            print(f"T={temp} {label}: {up:.2f}x plain (median over prompts; worst {lo:.2f}x); lengths {shown}",
+                  flush=True)
     table = markdown_table(["temperature", "draft length k", "acceptance", "tokens/s", "speedup",
                             "tokens per round", "round cost (plain steps)", "speedup if all accepted"], rows)
     cut = "" if (Path(target_run) / "summary.json").is_file() else (

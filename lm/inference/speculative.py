@@ -273,7 +273,9 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
     not timed (compiling is not its cost); where jax cannot tell, a mode's first segment in this call is one
     step (or round) and untimed."""
     _check(tcfg, dcfg, "auto")
-    s = start(tparams, tcfg, dparams, dcfg, prompt, sampling, max(tuner.ks))
+    # Committed to the device like every jit output, so that each program sees one kind of input
+    # whichever segments ran before (a mix of host-made and jit-made arrays compiled again, mid-run).
+    s = jax.device_put(start(tparams, tcfg, dparams, dcfg, prompt, sampling, max(tuner.ks)), jax.devices()[0])
     width = int(s.target.length)  # slots before the prompt's last token; slot width + j holds token j below
     static = dataclasses.replace(sampling, seed=0)
     stops = np.asarray(sampling.stop_ids, np.int64)
