@@ -455,7 +455,8 @@ def speculative_table(repeats: int, target_steps: int, draft_steps: int, new_tok
             print(f"T={temp} prompt {SPEC_PROMPTS[len(per) - 1]!r}: plain {n_plain / times['plain']:,.0f} tok/s; "
                   f"auto {len(res['auto'].tokens) / times['auto'] * times['plain'] / n_plain:.2f}x "
                   f"{list(res['auto'].draft_lengths)}; kept "
-                  f"{len(res['auto_shared'].tokens) / times['auto_shared'] * times['plain'] / n_plain:.2f}x", flush=True)
+                  f"{len(res['auto_shared'].tokens) / times['auto_shared'] * times['plain'] / n_plain:.2f}x",
+                  flush=True)
 
         def speedup(name, tokens):
             return float(np.median([tokens(r) / t[name] / (n / t["plain"]) for t, n, r in per]))
@@ -678,7 +679,7 @@ def main(argv=None) -> int:
                      f"speculative decoding relies on.\n\nTarget: `draft_len=\"auto\"` at least "
                      f"{TARGET_AUTO_VS_PLAIN}x plain decoding at every temperature: "
                      + ", ".join(f"{v:.2f}x at T={t}" for t, v in summary["auto"].items())
-                     + f" with a fresh tuner per prompt (median over prompts; worst single prompt "
+                     + " with a fresh tuner per prompt (median over prompts; worst single prompt "
                      + ", ".join(f"{v:.2f}x" for v in summary["auto_min"].values())
                      + f"), **{met_auto(summary['auto'])}**; "
                      + ", ".join(f"{v:.2f}x at T={t}" for t, v in summary["auto_shared"].items())
