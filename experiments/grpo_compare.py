@@ -164,6 +164,15 @@ def _json(x) -> dict:
     return json.loads(json.dumps(to_dict(x) if dataclasses.is_dataclass(x) else x, default=str))
 
 
+def same_config(stored, want) -> bool:
+    """`stored` (a finished piece's config) matches `want`: every field it recorded is equal. Fields that
+    `want` has and `stored` lacks were added to the configs after the piece ran; it ran with the behaviour
+    they were added without, which a new field's default keeps, so they do not make it stale."""
+    if isinstance(stored, dict) and isinstance(want, dict):
+        return all(k in want and same_config(v, want[k]) for k, v in stored.items())
+    return stored == want
+
+
 # --- the starting policy ------------------------------------------------------------------------------
 
 def starting_policy(config: CompareConfig, task_name: str, seed: int) -> Path:
@@ -184,7 +193,7 @@ def starting_policy(config: CompareConfig, task_name: str, seed: int) -> Path:
     want = {"task": task_name, "seed": seed, "model": _json(config.model(spec)),
             **{k: getattr(config, k) for k in ("pretrain_steps", "pretrain_lines", "sft_steps", "sft_lr", "n_train")}}
     done = root / "start.json"
-    if done.exists() and json.loads(done.read_text())["config"] == want:
+    if done.exists() and same_config(json.loads(done.read_text())["config"], want):
         return root / "sft"
     if not config.run:
         raise FileNotFoundError(f"{root} has no starting policy; run it (--run true)")
@@ -282,7 +291,7 @@ def run_variant(config: CompareConfig, task_name: str, seed: int, variant: str) 
     done = run_dir / "result.json"
     if done.exists():
         result = json.loads(done.read_text())
-        if result["config"] != want:
+        if not same_config(result["config"], want):
             raise ValueError(f"{done} was run under another config; pass another --name, or delete {run_dir}")
         history = _read_history(run_dir / "grpo_metrics.jsonl")
         if history:  # token counts as generated_tokens reads them now (exact where the loop logged them)
@@ -393,7 +402,9 @@ def format_table(config: CompareConfig, results: list[dict]) -> str:
     n = config.n_eval
     g = config.grpo
     variants = "; ".join(f"`{v}`: {_loss_text(config, v)}" for v in config.variants)
-    setup = (f"## GRPO variants at an equal budget of generated tokens (`python -m experiments.grpo_compare`)\n\n"
+    flags = "" if config.seeds == CompareConfig.seeds else " --seeds " + " ".join(map(str, config.seeds))
+    setup = (f"## GRPO variants at an equal budget of generated tokens (`python -m experiments.grpo_compare{flags}`)"
+             "\n\n"
              f"Every variant starts from the same policy per task and seed (our {config.d_model}-wide, "
              f"{config.n_layers}-layer byte model: {config.pretrain_steps} Muon pretraining steps on the task's text, "
              f"then {config.sft_steps} SFT steps) and sees the same prompts and sampling seeds: "

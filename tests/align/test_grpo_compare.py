@@ -157,6 +157,15 @@ def test_a_run_trains_in_resumed_chunks_until_its_budget_and_is_reused(tmp_path,
         gc.run_variant(dataclasses.replace(config, token_budget=30_000), "arithmetic", 0, "dapo")
 
 
+def test_a_stored_config_matches_when_only_fields_added_since_differ():
+    from experiments.grpo_compare import same_config
+
+    stored = {"grpo": {"lr": 1e-4, "loss": {"clip": 0.2}}, "budget": 10}
+    assert same_config(stored, {"grpo": {"lr": 1e-4, "loss": {"clip": 0.2, "new": "x"}, "backend": "b"}, "budget": 10})
+    assert not same_config(stored, {"grpo": {"lr": 1e-4, "loss": {"clip": 0.28}}, "budget": 10})  # a value changed
+    assert not same_config(stored, {"grpo": {"lr": 1e-4}, "budget": 10})  # a recorded field is gone
+
+
 @pytest.mark.slow
 def test_tiny_comparison_end_to_end(tmp_path):
     """Starting policy, two variants to a small token budget (in chunks), result files, table, plot, and a
@@ -170,7 +179,8 @@ def test_tiny_comparison_end_to_end(tmp_path):
     results.write_text("# kept\n")
     config = CompareConfig(tasks=("arithmetic",), variants=("grpo", "dapo"), seeds=(0,), token_budget=120,
                            checkpoints=2, grpo=grpo, n_train=200, n_eval=16, d_model=16, n_layers=1,
-                           pretrain_steps=2, pretrain_lines=300, sft_steps=2, out=str(tmp_path), results=str(results))
+                           pretrain_steps=2, pretrain_lines=300, sft_steps=2, out=str(tmp_path), results=str(results),
+                           xla_cache="")  # the persistent cache is process-wide: a test leaves it alone
     out = run_compare(config)
     for r in out["results"]:
         history = [json.loads(x) for x in (tmp_path / "grpo-compare" / "arithmetic" / "seed0" / r["variant"] /
