@@ -169,10 +169,15 @@ class GRPOConfig:
     max_staleness: int = 0  # rollouts of step t come from the policy of step t - max_staleness
     async_rollouts: bool = False  # generate the next rollout in a background thread (needs max_staleness >= 1)
     lora: LoRAConfig | None = None  # train LoRA adapters only (--grpo.lora.rank 8 --grpo.lora.targets q,v)
+    # "batch": lm.align.rollout.rollout (prefill each prompt once, copy its cache into its G rows, decode the
+    # batch in lockstep); "engine": the continuous-batching engine, whose G samples share the prompt's pages
+    # and leave the batch as they finish (other samples than "batch" draws under the same seed).
+    rollout_backend: str = "batch"
 
     def __post_init__(self):
         check_positive(self, "prompts_per_step", "group_size", "epochs", "max_new_tokens")
         check_positive(self, "max_staleness", zero=True)
+        check_choice(self, "rollout_backend", ("batch", "engine"))
         if self.group_size < 2:
             raise ValueError("GRPOConfig.group_size must be >= 2: the group mean is the baseline")
         if self.rollout_size % self.train.batch_size:

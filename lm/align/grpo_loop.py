@@ -48,7 +48,7 @@ from lm.align.evaluate import evaluate_task
 from lm.align.grpo import batch_logprobs, grpo_train_step
 from lm.align.logprobs import masked_mean
 from lm.align.policy_gradient import group_advantages, kl_penalty, shape_rewards
-from lm.align.rollout import rollout
+from lm.align.rollout import engine_rollout, rollout
 from lm.align.tasks import Task
 from lm.inference import SamplingConfig
 from lm.config import to_dict
@@ -74,7 +74,9 @@ def sample_round(params, step: int, attempt: int, *, model: ModelConfig, tokeniz
     chosen = random.Random(s).sample(list(problems), config.prompts_per_step)
     sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
                               stop_ids=(task.stop_id(tokenizer),), seed=s)
-    ro = rollout(params, model, [task.prompt_ids(tokenizer, p) for p in chosen], config.group_size, sampling)
+    generate = engine_rollout if config.rollout_backend == "engine" else rollout
+    ro = generate(params, model, [task.prompt_ids(tokenizer, p) for p in chosen], config.group_size, sampling)
+    ro.pop("engine_stats", None)  # a group batch holds row-aligned entries only
     texts = [tokenizer.decode(r[:-1] if stop else r) for r, stop in zip(ro["responses"], ro["stopped"])]
     scores = np.array([task.score(t, chosen[i // config.group_size]) for i, t in enumerate(texts)], np.float32)
     lengths = np.array([len(r) for r in ro["responses"]])

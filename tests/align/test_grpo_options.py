@@ -126,3 +126,30 @@ def test_dynamic_sampling_drops_uniform_groups_and_logs_them():
     assert h["reward"] == pytest.approx(float(np.mean(sample_round(stoppy_params(), 0, 0, **_kw(task, config))
                                                       ["scores"])))
     assert h["reward_kept"] >= h["reward"]  # kept groups have at least one rewarded answer each
+
+
+def test_engine_backend_trains_on_its_own_rollouts(monkeypatch):
+    """rollout_backend="engine": the loop trains on the engine's groups (prefix-shared pages), dynamic
+    sampling included, and its logged counts are those of the engine's samples."""
+    import lm.align.grpo_loop as grpo_loop
+
+    calls = []
+    real = grpo_loop.engine_rollout
+
+    def spy(*args, **kw):
+        calls.append(real(*args, **kw))
+        return dict(calls[-1])
+
+    monkeypatch.setattr(grpo_loop, "engine_rollout", spy)
+    task = RareTask("rare", prompt_template="Solve the problem: {question}")  # one whole 16-token page
+    config = dataclasses.replace(_config(PGLossConfig(dynamic_sampling=True, max_sampling_tries=2), steps=1),
+                                 rollout_backend="engine")
+    history = _run(task, config)
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    assert len(calls) == history[0]["tries"]
+    assert history[0]["sampled_tokens"] == sum(len(r) for c in calls for r in c["responses"])
+    # Every prompt's first 16-token page is the template's ("Solve the problem: q"): the 15 rows after the
+    # first read it instead of prefilling it again.
+    assert calls[0]["engine_stats"].get("shared_tokens", 0) == 15 * 16
+    with pytest.raises(ValueError, match="rollout_backend"):
+        dataclasses.replace(config, rollout_backend="vllm")
