@@ -261,6 +261,13 @@ def _catch_up(dparams, dcache: KVCache, tokens, positions, valid, n, *, dcfg: Mo
     return rewind(cache, dcache.length + n)
 
 
+@jax.jit
+def _host_view(s: SpecState):
+    """(out, int32 [count, rounds, accepted, rejected, stopped, limit, draft length]) in one program."""
+    return s.out, jnp.stack([s.count, s.rounds, s.accepted, s.rejected, s.stopped.astype(jnp.int32), s.limit,
+                             s.draft.length.astype(jnp.int32)])
+
+
 def _compiled(fn) -> int:
     """How many programs a jitted function holds (grows when a call compiles); -1 when jax cannot say."""
     size = getattr(fn, "_cache_size", None)
@@ -280,12 +287,13 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
     static = dataclasses.replace(sampling, seed=0)
     stops = np.asarray(sampling.stop_ids, np.int64)
     knows = _compiled(_plain) >= 0
-    warm, seen, proposed, draft_len = set(), 0, 0, width
+    warm, seen, proposed, draft_len, out = set(), 0, 0, width, None
     prev = np.zeros(4, np.int64)  # count, rounds, accepted, rejected
     while True:
         k = tuner.choose()
         if k and draft_len < width + int(prev[0]):
-            s = s._replace(draft=_draft_caught_up(dparams, dcfg, s, prompt, width))
+            s = s._replace(draft=_draft_caught_up(dparams, dcfg, s.draft, prompt, out, draft_len - width,
+                                                  int(prev[0])))
         fn = _rounds if k else _plain
         before = _compiled(fn)
         first = not knows and k not in warm
@@ -295,12 +303,13 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
         else:
             s = _rounds(tparams, dparams, s, jnp.int32(1 if first else tuner.rounds_for(k)), tcfg=tcfg, dcfg=dcfg,
                         sampling=static, k=k)
-        # One transfer per segment: everything the host needs.
-        out, now, stopped, limit, draft_len = jax.device_get(
-            (s.out, jnp.stack([s.count, s.rounds, s.accepted, s.rejected]), s.stopped, s.limit, s.draft.length))
+        # One program and one transfer per segment: everything the host needs (each sync point costs a few
+        # percent of a short generation on a busy machine).
+        out, packed = jax.device_get(_host_view(s))
         seconds = time.perf_counter() - t0
+        now, (stopped, limit, draft_len) = packed[:4].astype(np.int64), packed[4:].tolist()
         count, rounds, accepted, rejected = (int(x) for x in now - prev)
-        prev, draft_len = now.astype(np.int64), int(draft_len)
+        prev = now
         proposed += k * rounds
         if first or _compiled(fn) != before:
             tuner.observe_untimed(k, count, accepted, rejected)
@@ -320,13 +329,13 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
             return
 
 
-def _draft_caught_up(dparams, dcfg, s: SpecState, prompt, width: int, chunk: int = 16) -> KVCache:
+def _draft_caught_up(dparams, dcfg, cache: KVCache, prompt, out: np.ndarray, have: int, want: int,
+                     chunk: int = 16) -> KVCache:
     """The draft cache with the target's slots it lacks: slot width holds the prompt's last token, slot
-    width + j (j >= 1) the j-th generated token, at position len(prompt) - 1 + j. Read `chunk` tokens per
-    call, so one program serves every gap."""
-    have, want = int(s.draft.length) - width, int(s.target.length) - width
-    every = np.concatenate([[prompt[-1]], np.asarray(jax.device_get(s.out))])
-    cache = s.draft
+    width + j (j >= 1) the j-th generated token (`out`, on the host), at position len(prompt) - 1 + j; it
+    holds slots up to width + have and needs them up to width + want. Read `chunk` tokens per call, so one
+    program serves every gap."""
+    every = np.concatenate([[prompt[-1]], np.asarray(out)])
     for at in range(have, want, chunk):
         read = every[at: min(at + chunk, want)]
         tokens, positions = np.zeros((1, chunk), np.int32), np.zeros((1, chunk), np.int32)
