@@ -17,9 +17,10 @@ than plain decoding:
 - it starts plain (that measures the cost speculation has to beat), then probes the cheapest length
   for a few rounds: a round emits at least one token, so a losing probe costs at most
   `probe_rounds` x (round cost - one plain step);
-- it climbs one length at a time, only while the next length's optimistic prediction beats both plain
+- it climbs one length at a time, only while the next length's prediction beats both plain
   decoding (by the margin) and the best measured length. The prediction takes the acceptance rate
-  measured so far and a lower bound on the untried round's cost: at least the longest shorter measured
+  measured so far less one standard error (a few lucky rounds of a poor draft must not buy a longer,
+  costlier probe) and a lower bound on the untried round's cost: at least the longest shorter measured
   round, and the line through the two longest shorter measured rounds extended to k (a round is a
   fixed cost plus k + 1 draft steps and a (k + 1)-token target pass; a target pass that costs the
   same for any short length, as on a GPU, only makes the bound looser). A high acceptance rate thus
@@ -70,10 +71,17 @@ class DraftTuner:
         """Measured plain tokens per second (0 before any plain segment was timed)."""
         return self.plain_tokens / self.plain_time if self.plain_time > 0 else 0.0
 
-    def expected_tokens(self, k: int) -> float:
-        """Mean tokens a round of k proposals emits at the current acceptance rate."""
-        a = self.acceptance
+    def expected_tokens(self, k: int, acceptance: float | None = None) -> float:
+        """Mean tokens a round of k proposals emits at the current acceptance rate (or at `acceptance`)."""
+        a = self.acceptance if acceptance is None else acceptance
         return (1 - a ** (k + 1)) / (1 - a)
+
+    @property
+    def cautious_acceptance(self) -> float:
+        """The acceptance rate less one standard error of it: what a climb to an untried length is predicted
+        with, so that a few lucky probe rounds of a poor draft do not buy a longer, costlier probe."""
+        a, n = self.acceptance, self.accepted + self.rejected + 2
+        return max(0.0, a - (a * (1 - a) / n) ** 0.5)
 
     def round_cost(self, k: int) -> tuple[float, bool]:
         """(seconds per round, measured?): measured, or a lower bound: at least a plain step and the longest
@@ -88,9 +96,10 @@ class DraftTuner:
             bound = max(bound, cj + max(0.0, (cj - ci) / (j - i)) * (k - j))
         return bound, False
     def speed(self, k: int) -> tuple[float, bool]:
-        """(predicted tokens per second of length k, measured?); an upper bound when not measured."""
+        """(predicted tokens per second of length k, measured?); when not measured, from the lower bound on
+        its round cost and the cautious acceptance rate."""
         cost, measured = self.round_cost(k)
-        return self.expected_tokens(k) / cost, measured
+        return self.expected_tokens(k, None if measured else self.cautious_acceptance) / cost, measured
 
     def best(self) -> tuple[int, float]:
         """(measured length of highest predicted speed, that speed); (0, plain speed) if none was measured."""
@@ -113,7 +122,7 @@ class DraftTuner:
         tried = [k for k in self.ks if self.rounds.get(k)]
         if not tried and self.since_probe is None:  # the first probe: the cheapest length
             return self._pick(self.ks[0])
-        # Climb to the next length while its optimistic prediction beats both plain decoding and the best
+        # Climb to the next length while its prediction beats both plain decoding and the best
         # measured length (a high acceptance rate makes a longer draft pay even when a shorter one does not).
         longer = [k for k in self.ks if tried and k > max(tried)]
         bar = max(best_speed, self.plain_speed * (1 + self.margin))

@@ -17,12 +17,15 @@ Both caches keep the same slot layout: the draft reads the pending token and
 d_1..d_k (k + 1 steps, so it also has d_k when everything is accepted), the
 target reads the same k + 1 tokens, and both rewind to the accepted prefix.
 
-`k="auto"` decodes in segments, each either plain (the target alone, one token
-per step) or speculative with a draft length chosen by a `DraftTuner` from the
-round cost and acceptance it measures as it goes (lm/inference/draft_tuner.py),
-so a draft that does not pay is turned off; the draft reads the tokens it
-missed in one pass when speculation resumes. Every token is still the target's
-(greedy: its argmax; sampled: its distribution).
+`k="auto"` decodes in segments, each either plain or speculative with a draft
+length chosen by a `DraftTuner` from the round cost and acceptance it measures
+as it goes (lm/inference/draft_tuner.py), so a draft that does not pay is
+turned off. Its state is plain decoding's own (`lm.inference.generate`: the
+same prefill, key, programs and cache), and a plain segment is plain
+decoding's program, so a tuner that has decided "plain" costs what plain
+decoding costs; the draft model is only run (its prompt prefilled, then the
+tokens it missed read in one pass) when speculation starts or resumes. Every
+token is still the target's (greedy: its argmax; sampled: its distribution).
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ import numpy as np
 
 from lm.inference.cache import KVCache, extend, init_cache, rewind
 from lm.inference.draft_tuner import DraftTuner
-from lm.inference.generate import PROMPT_BUCKET, check_prompts, left_pad
+from lm.inference.generate import PAD, PROMPT_BUCKET, DecodeState, check_prompts, left_pad
+from lm.inference.generate import _decode as plain_program  # the jitted loop, to see when it compiles
+from lm.inference.generate import decode as plain_decode
+from lm.inference.generate import start as plain_start
 from lm.inference.sampling import SamplingConfig, is_stop, probabilities, sample
 from lm.model import ModelConfig
 
@@ -98,8 +104,11 @@ def _round(tparams, dparams, s: SpecState, *, tcfg: ModelConfig, dcfg: ModelConf
         nxt = sample(logits[0], jax.random.fold_in(kd, j), sampling)
         return (cache, nxt), (nxt, probabilities(logits[0], sampling))
 
-    (dcache, _), (drafts, qs) = jax.lax.scan(draft_step, (s.draft, s.token), jnp.arange(k + 1))
-    drafts, qs = drafts[:k], qs[:k]  # the (k+1)-th step only put d_k into the draft cache
+    (dcache, last), (drafts, qs) = jax.lax.scan(draft_step, (s.draft, s.token), jnp.arange(k))
+    # d_k into the draft cache too (it is the pending token's predecessor when all k are accepted); its logits
+    # are unused, so the compiler drops the draft's vocabulary projection and sampling for this step.
+    pos, ok = _in_context(s.pos + k, dcfg)
+    _, dcache = extend(dparams, dcfg, dcache, last.reshape(1, 1), pos.reshape(1, 1), ok.reshape(1, 1), last_only=True)
 
     seq = jnp.concatenate([s.token[None], drafts])
     pos, in_ctx = _in_context(s.pos + jnp.arange(k + 1), tcfg)
@@ -122,8 +131,9 @@ def _round(tparams, dparams, s: SpecState, *, tcfg: ModelConfig, dcfg: ModelConf
     idx = jnp.arange(k + 1)
     new = jnp.where(idx < n, jnp.concatenate([drafts, drafts[:1]]), x)
     stopped = s.stopped | jnp.any(is_stop(new, sampling) & (idx <= n))
-    length = s.target.length + n + 1
-    return s._replace(target=rewind(tcache, length), draft=rewind(dcache, length), token=x, pos=s.pos + n + 1,
+    # Each cache keeps what it read up to the accepted prefix (auto's draft cache has its own slot layout).
+    return s._replace(target=rewind(tcache, s.target.length + n + 1), draft=rewind(dcache, s.draft.length + n + 1),
+                      token=x, pos=s.pos + n + 1,
                       out=jax.lax.dynamic_update_slice(s.out, new, (s.count,)), count=s.count + n + 1,
                       stopped=stopped, key=key, rounds=s.rounds + 1, accepted=s.accepted + n,
                       rejected=s.rejected + (n < k))
@@ -229,43 +239,62 @@ def speculative_stream(tparams, tcfg, dparams, dcfg, prompt: Sequence[int], samp
 
 
 # ----------------------------------------------------------------- draft_len="auto"
-@functools.partial(jax.jit, static_argnames=("tcfg", "sampling"))
-def _plain(tparams, s: SpecState, steps, *, tcfg: ModelConfig, sampling: SamplingConfig) -> SpecState:
-    """Up to `steps` plain decode steps of the target alone (the draft cache falls behind; `_catch_up`)."""
-    stop_at = jnp.minimum(s.limit, s.count + steps)
-
-    def body(s: SpecState) -> SpecState:
-        pos, ok = _in_context(s.pos, tcfg)
-        logits, cache = extend(tparams, tcfg, s.target, s.token.reshape(1, 1), pos.reshape(1, 1), ok.reshape(1, 1),
-                               last_only=True)
-        key, sub = jax.random.split(s.key)
-        tok = sample(logits[0], sub, sampling)
-        return s._replace(target=cache, token=tok, pos=s.pos + 1, out=s.out.at[s.count].set(tok), count=s.count + 1,
-                          stopped=s.stopped | is_stop(tok, sampling), key=key)
-
-    return jax.lax.while_loop(lambda s: (s.count < stop_at) & ~s.stopped, body, s)
+CATCH_UP = 16  # tokens per pass when the draft reads the tokens it missed (one program for every gap)
 
 
-@functools.partial(jax.jit, static_argnames=("tcfg", "dcfg", "sampling", "k"))
-def _rounds(tparams, dparams, state: SpecState, n, *, tcfg, dcfg, sampling, k) -> SpecState:
-    """Up to `n` draft-and-verify rounds."""
-    last = state.rounds + n
+def _draft_catch_up(dparams, dcfg: ModelConfig, draft: KVCache, g: DecodeState, width) -> KVCache:
+    """The draft cache once it has read every generated token before the pending one, read from `g.out` on
+    the device `CATCH_UP` at a time. Draft slot `width` + j holds generated token j (the prompt is
+    left-padded into the slots before)."""
+    count, plen = g.lengths[0], g.prompt_lengths[0]
+    tokens = jnp.concatenate([jnp.maximum(g.out[0], 0), jnp.zeros(CATCH_UP, jnp.int32)])  # PAD is never read
+    idx = jnp.arange(CATCH_UP)
+
+    def lacking(d: KVCache):
+        return count - 1 - (d.length - width)
+
+    def read(d: KVCache) -> KVCache:
+        have = d.length - width
+        n = jnp.minimum(lacking(d), CATCH_UP)
+        pos, ok = _in_context(plen + have + idx, dcfg)
+        chunk = jax.lax.dynamic_slice(tokens, (have,), (CATCH_UP,))
+        _, d = extend(dparams, dcfg, d, chunk[None], pos[None], (ok & (idx < n))[None], last_only=True)
+        return rewind(d, d.length - CATCH_UP + n)  # the logits are unused: the compiler drops them
+
+    return jax.lax.while_loop(lambda d: lacking(d) > 0, read, draft)
+
+
+@functools.partial(jax.jit, static_argnames=("tcfg", "dcfg", "sampling", "k"), donate_argnums=(2, 4))
+def _rounds(tparams, dparams, cache: KVCache, g: DecodeState, draft: KVCache, width, n, *, tcfg, dcfg, sampling,
+            k):
+    """Up to `n` draft-and-verify rounds continuing plain decoding's state (one row): `cache` is its target
+    cache and `g` the rest of it (cache None; apart so that only the caches are donated and `g` stays
+    readable by the host). The draft first reads the tokens it missed. A round runs only while k + 1 more
+    tokens fit under the row's limit (the last few are left to plain decoding), so every round writes
+    inside the cache plain decoding sized. Returns (cache, g without it, draft cache,
+    int32 [rounds, accepted, rejected])."""
+    draft = _draft_catch_up(dparams, dcfg, draft, g, width)
+    zero = jnp.zeros([], jnp.int32)
+    s = SpecState(cache, draft, g.token[0], g.prompt_lengths[0] + g.step - 1, g.out[0], g.lengths[0],
+                  g.limits[0], g.done[0], g.key, zero, zero, zero)
     body = functools.partial(_round, tparams, dparams, tcfg=tcfg, dcfg=dcfg, sampling=sampling, k=k)
-    return jax.lax.while_loop(lambda s: (s.rounds < last) & (s.count < s.limit) & ~s.stopped, body, state)
+    s = jax.lax.while_loop(lambda s: (s.rounds < n) & (s.count + k < s.limit) & ~s.stopped, body, s)
+    # Back to plain decoding's conventions: the output ends before the first stop token, PAD after it.
+    idx = jnp.arange(s.out.shape[0])
+    new = (idx >= g.lengths[0]) & (idx < s.count)
+    stops = is_stop(s.out, sampling) & new
+    length = jnp.where(jnp.any(stops), jnp.argmax(stops), s.count).astype(jnp.int32)
+    out = jnp.where(new & (idx >= length), PAD, s.out)
+    g = g._replace(token=s.token[None], out=out[None], lengths=length[None],
+                   done=(s.stopped | (length >= s.limit))[None], key=s.key, step=s.count)
+    return s.target, g, s.draft, jnp.stack([s.rounds, s.accepted, s.rejected])
 
 
-@functools.partial(jax.jit, static_argnames=("dcfg",))
-def _catch_up(dparams, dcache: KVCache, tokens, positions, valid, n, *, dcfg: ModelConfig) -> KVCache:
-    """Read the `n` tokens the draft missed while the target decoded alone (right-padded to [1, width])."""
-    _, cache = extend(dparams, dcfg, dcache, tokens, positions, valid)
-    return rewind(cache, dcache.length + n)
-
-
-@jax.jit
-def _host_view(s: SpecState):
-    """(out, int32 [count, rounds, accepted, rejected, stopped, limit, draft length]) in one program."""
-    return s.out, jnp.stack([s.count, s.rounds, s.accepted, s.rejected, s.stopped.astype(jnp.int32), s.limit,
-                             s.draft.length.astype(jnp.int32)])
+@functools.partial(jax.jit, static_argnames=("dcfg", "max_len"))
+def _draft_prefill(dparams, tokens, positions, valid, *, dcfg: ModelConfig, max_len: int) -> KVCache:
+    """The draft's cache after reading the left-padded prompt [1, width]."""
+    cache = init_cache(dcfg, 1, max_len)
+    return extend(dparams, dcfg, cache, tokens, positions, valid, fresh=True, last_only=True)[1]
 
 
 def _compiled(fn) -> int:
@@ -280,67 +309,66 @@ def _auto(tparams, tcfg, dparams, dcfg, prompt, sampling: SamplingConfig, tuner:
     not timed (compiling is not its cost); where jax cannot tell, a mode's first segment in this call is one
     step (or round) and untimed."""
     _check(tcfg, dcfg, "auto")
-    # Committed to the device like every jit output, so that each program sees one kind of input
-    # whichever segments ran before (a mix of host-made and jit-made arrays compiled again, mid-run).
-    s = jax.device_put(start(tparams, tcfg, dparams, dcfg, prompt, sampling, max(tuner.ks)), jax.devices()[0])
-    width = int(s.target.length)  # slots before the prompt's last token; slot width + j holds token j below
+    (prompt,) = check_prompts([prompt], tcfg)
     static = dataclasses.replace(sampling, seed=0)
-    stops = np.asarray(sampling.stop_ids, np.int64)
-    knows = _compiled(_plain) >= 0
-    warm, seen, proposed, draft_len, out = set(), 0, 0, width, None
-    prev = np.zeros(4, np.int64)  # count, rounds, accepted, rejected
+    g = plain_start(tparams, tcfg, [prompt], sampling)  # plain decoding's prefill, key and first token
+    if not tuner.plain_tokens:  # its first segment measures plain decoding: without the prefill's time in it
+        jax.block_until_ready(g.lengths)
+    n_max = g.out.shape[1]
+    limit = min(n_max, tcfg.context_length - len(prompt) + 1)  # as plain decoding computes it
+    width = -(-len(prompt) // PROMPT_BUCKET) * PROMPT_BUCKET  # the draft's prompt slots, as plain's
+    programs = (plain_program, _rounds, _draft_prefill)
+    knows = _compiled(plain_program) >= 0
+    draft = None  # the draft's cache, made at the first speculative segment
+    warm, seen, count = set(), 0, 1
+    totals, proposed = np.zeros(3, np.int64), 0  # rounds, accepted, rejected
+
+    def compiled():
+        return [_compiled(f) for f in programs]
+
+    def speculate(g, draft, k, n):
+        """Run a speculative segment of up to n rounds of k: (g, draft cache, counts)."""
+        if draft is None:
+            tokens, _ = left_pad([prompt], width)
+            cols = np.arange(width)[None, :]
+            offset = width - len(prompt)
+            draft = _draft_prefill(dparams, tokens, np.maximum(cols - offset, 0).astype(np.int32), cols >= offset,
+                                   dcfg=dcfg, max_len=width + n_max - 1 + CATCH_UP)
+        cache, rest, draft, counts = _rounds(tparams, dparams, g.cache, g._replace(cache=None), draft,
+                                             np.int32(width), np.int32(n), tcfg=tcfg, dcfg=dcfg, sampling=static,
+                                             k=k)
+        return rest._replace(cache=cache), draft, counts
+
     while True:
         k = tuner.choose()
-        if k and draft_len < width + int(prev[0]):
-            s = s._replace(draft=_draft_caught_up(dparams, dcfg, s.draft, prompt, out, draft_len - width,
-                                                  int(prev[0])))
-        fn = _rounds if k else _plain
-        before = _compiled(fn)
+        if k and count + k >= limit:  # too close to the end for a round of k: the rest plainly
+            k = tuner.history[-1] = 0
         first = not knows and k not in warm
+        before = compiled()
         t0 = time.perf_counter()
+        steps = 1 if first else tuner.plain_steps() if k == 0 else tuner.rounds_for(k)
         if k == 0:
-            s = _plain(tparams, s, jnp.int32(1 if first else tuner.plain_steps()), tcfg=tcfg, sampling=static)
+            g = plain_decode(tparams, tcfg, g, sampling, steps)
+            out, lengths, done_ = jax.device_get((g.out, g.lengths, g.done))
+            rounds = accepted = rejected = 0
         else:
-            s = _rounds(tparams, dparams, s, jnp.int32(1 if first else tuner.rounds_for(k)), tcfg=tcfg, dcfg=dcfg,
-                        sampling=static, k=k)
-        # One program and one transfer per segment: everything the host needs (each sync point costs a few
-        # percent of a short generation on a busy machine).
-        out, packed = jax.device_get(_host_view(s))
+            g, draft, counts = speculate(g, draft, k, steps)
+            out, lengths, done_, counts = jax.device_get((g.out, g.lengths, g.done, counts))
+            rounds, accepted, rejected = (int(x) for x in counts)
+            totals += counts
+            proposed += k * rounds
         seconds = time.perf_counter() - t0
-        now, (stopped, limit, draft_len) = packed[:4].astype(np.int64), packed[4:].tolist()
-        count, rounds, accepted, rejected = (int(x) for x in now - prev)
-        prev = now
-        proposed += k * rounds
-        if first or _compiled(fn) != before:
-            tuner.observe_untimed(k, count, accepted, rejected)
+        new, count, done = max(int(lengths[0]) - count, 0), int(lengths[0]), bool(done_[0])
+        if first or compiled() != before:
+            tuner.observe_untimed(k, new, accepted, rejected)
         elif k == 0:
-            tuner.observe_plain(seconds, count)
+            tuner.observe_plain(seconds, new)
         else:
             tuner.observe_rounds(k, seconds, rounds, accepted, rejected)
         warm.add(k)
-        end = min(int(prev[0]), int(limit))
-        hit = np.flatnonzero(np.isin(out[:end], stops)) if len(stops) else []
-        length = int(hit[0]) if len(hit) else end
-        if length > seen:
-            yield out[seen:length].tolist()
-            seen = length
-        if bool(stopped) or int(prev[0]) >= int(limit):
-            stats.update(rounds=int(prev[1]), accepted=int(prev[2]), proposed=proposed, history=tuner.history)
+        if count > seen:
+            yield out[0, seen:count].tolist()
+            seen = count
+        if done or count >= limit:
+            stats.update(rounds=int(totals[0]), accepted=int(totals[1]), proposed=proposed, history=tuner.history)
             return
-
-
-def _draft_caught_up(dparams, dcfg, cache: KVCache, prompt, out: np.ndarray, have: int, want: int,
-                     chunk: int = 16) -> KVCache:
-    """The draft cache with the target's slots it lacks: slot width holds the prompt's last token, slot
-    width + j (j >= 1) the j-th generated token (`out`, on the host), at position len(prompt) - 1 + j; it
-    holds slots up to width + have and needs them up to width + want. Read `chunk` tokens per call, so one
-    program serves every gap."""
-    every = np.concatenate([[prompt[-1]], np.asarray(out)])
-    for at in range(have, want, chunk):
-        read = every[at: min(at + chunk, want)]
-        tokens, positions = np.zeros((1, chunk), np.int32), np.zeros((1, chunk), np.int32)
-        valid = np.zeros((1, chunk), bool)
-        tokens[0, : len(read)], valid[0, : len(read)] = read, True
-        positions[0] = np.minimum(len(prompt) - 1 + at + np.arange(chunk), dcfg.context_length - 1)
-        cache = _catch_up(dparams, cache, tokens, positions, valid, jnp.int32(len(read)), dcfg=dcfg)
-    return cache

@@ -1,5 +1,7 @@
 """Speculative decoding: exact greedy output, and the target's distribution under sampling."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,8 +145,9 @@ def test_draft_tuner_turns_a_losing_draft_off_and_keeps_a_winning_one():
 
 def test_draft_tuner_climbs_while_a_longer_draft_may_pay_and_stops_where_the_cost_line_says_not():
     """Plain tokens cost 1 s. Acceptance 0.6: length 1 wins a little (1.6 tokens per 1.4 s round), so 2 is
-    probed, and loses (1.96 per 1.9 s). The line through the two round costs puts length 4 at >= 2.9 s for
-    2.31 tokens: not worth a probe (the bound "at least length 2's round", 1.9 s, would have probed it)."""
+    probed (predicted at the cautious acceptance 0.45: 1.64 tokens per >= 1.4 s), and loses (1.96 per
+    1.9 s). The line through the two round costs puts length 4 at >= 2.9 s for 2.31 tokens (1.93 at the
+    cautious acceptance): not worth a probe."""
     t = spec.DraftTuner(ks=(1, 2, 4))
     t.observe_plain(16.0, 16)
     assert t.choose() == 1
@@ -155,8 +158,80 @@ def test_draft_tuner_climbs_while_a_longer_draft_may_pay_and_stops_where_the_cos
     assert t.choose() == 1 and 4 not in t.history
     # Acceptance 0.95: length 1 does not even break even (1.95 tokens per 2.1 s round), but length 2 may
     # (2.85 tokens per >= 2.1 s), so it is probed at once rather than after the back-off.
+    # Two of four probe rounds accepted, rounds of 1.55 plain steps: at the point estimate 0.5, length 2 would be
+    # predicted 13% faster than plain and probed; one standard error lower (0.30) it is not.
+    lucky = spec.DraftTuner(ks=(1, 2, 4))
+    lucky.observe_plain(16.0, 16)
+    assert lucky.choose() == 1
+    lucky.observe_rounds(1, 4 * 1.55, 4, accepted=2, rejected=2)
+    assert lucky.expected_tokens(2) / lucky.round_cost(2)[0] > 1.1 and lucky.cautious_acceptance < 0.31
+    assert lucky.choose() == 0 and 2 not in lucky.history
     hi = spec.DraftTuner(ks=(1, 2, 4))
     hi.observe_plain(16.0, 16)
     assert hi.choose() == 1
     hi.observe_rounds(1, 20 * 2.1, 20, accepted=18, rejected=0)
     assert not hi.winning() and hi.choose() == 2
+
+
+@dataclasses.dataclass
+class Scripted(spec.DraftTuner):
+    """Follows a fixed schedule of draft lengths (0: plain), then decodes plainly, whatever it measures:
+    short segments, so that every transition between the modes runs."""
+    schedule: tuple = ()
+
+    def choose(self) -> int:
+        done = len(self.history)
+        return self._pick(self.schedule[done] if done < len(self.schedule) else 0)
+
+    def plain_steps(self) -> int:
+        return 3
+
+    def rounds_for(self, k: int) -> int:
+        return 2
+
+
+def test_auto_plain_segments_are_plain_decoding_and_sampled_auto_is_reproducible():
+    """Auto's state is plain decoding's: a tuner that never speculates gives exactly plain sampled decoding's
+    tokens (same key, same programs). With speculative segments in between (sampled, so the random
+    stream differs from plain decoding), the output is reproducible under a seed, streams the same, and a
+    stop token emitted inside a round or a plain segment ends it exactly where the unstopped output had it."""
+    tparams, tc = model("gqa-window")
+    dparams, dc = draft_model()
+    s = SamplingConfig(temperature=1.0, max_new_tokens=28, seed=3)
+    for prompt in PROMPTS[:2]:
+        ref, n = generate_ids(tparams, tc, [prompt], s)
+        got = spec.speculative_generate(tparams, tc, dparams, dc, prompt, s, "auto", tuner=Scripted())
+        assert got.tokens == ref[0, : n[0]].tolist() and got.rounds == 0, prompt
+
+    schedule = (0, 2, 0, 1, 1, 0, 2, 2, 0, 1)
+
+    def scripted(sampling):
+        return spec.speculative_generate(tparams, tc, dparams, dc, PROMPTS[1], sampling, "auto",
+                                         tuner=Scripted(schedule=schedule))
+
+    want = scripted(s)
+    assert len(want.tokens) == 28 and want.rounds >= 8 and set(want.draft_lengths) == {0, 1, 2}
+    assert scripted(s).tokens == want.tokens
+    streamed = spec.speculative_stream(tparams, tc, dparams, dc, PROMPTS[1], s, "auto",
+                                       tuner=Scripted(schedule=schedule))
+    assert sum(streamed, []) == want.tokens
+    assert scripted(dataclasses.replace(s, seed=4)).tokens != want.tokens
+
+
+def test_auto_greedy_stays_exact_near_the_context_limit_and_at_stop_tokens():
+    """Greedy, every mode switch (k up to 8 on a 16-token budget: rounds that would pass the limit are left to
+    plain decoding) still gives the target's greedy output, cut at a stop token wherever it falls."""
+    tparams, tc = model("gqa-window")
+    dparams, dc = draft_model()
+    ref, n = generate_ids(tparams, tc, PROMPTS, GREEDY)
+    schedule = (0, 8, 0, 2, 8, 8)
+    for i, prompt in enumerate(PROMPTS):
+        want = ref[i, : n[i]].tolist()
+        got = spec.speculative_generate(tparams, tc, dparams, dc, prompt, GREEDY, "auto",
+                                        tuner=Scripted(schedule=schedule))
+        assert got.tokens == want and 8 in got.draft_lengths, prompt
+    want = ref[1, : n[1]].tolist()
+    at = next(at for at in range(7, 20) if want[at] not in want[:at])
+    s = dataclasses.replace(GREEDY, stop_ids=(want[at],))
+    assert spec.speculative_generate(tparams, tc, dparams, dc, PROMPTS[1], s, "auto",
+                                     tuner=Scripted(schedule=schedule)).tokens == want[:at]
